@@ -1,0 +1,55 @@
+"""Configuration: defaults, then ``FHIR_*`` environment variables, then explicit overrides.
+
+Every setting is documented in the README's configuration table.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Empty: start a local FerretDB under data_dir (see storage/ferretdb.py).
+    mongodb_uri: str = ""
+    mongodb_database: str = "fhir"
+    data_dir: str = "./var"
+    # Public base URL of the FHIR endpoint; derived from the request when empty.
+    base_url: str = ""
+    workers: int = 2
+    threads: int = 4
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Nesting deeper than any real resource is refused before validation recurses into it.
+    max_json_depth: int = 100
+    default_count: int = 50
+    max_count: int = 1000
+    # Signs paging cursors; random per process when unset (set it when running several workers).
+    secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Large resources are stored zlib-compressed above this size (keeps documents under 16 MB).
+    compress_above_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Config:
+        """Defaults, then FHIR_<NAME> environment variables, then ``overrides``."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"FHIR_{f.name.upper()}")
+            if raw is None:
+                continue
+            if f.type == "int":
+                values[f.name] = int(raw)
+            elif f.type == "bool":
+                values[f.name] = _env_bool(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)

@@ -1,0 +1,1 @@
+"""FHIR knowledge with no IO: resource types, parsing, validation, element filters."""
