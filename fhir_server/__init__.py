@@ -1,0 +1,52 @@
+"""A FHIR R4 (4.0.1) REST server for the French shared medical record (DMP), on MongoDB."""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Any = None, **overrides: Any) -> Any:
+    """The Flask application (no module-level app). ``config`` is a Config; ``overrides`` its fields."""
+    from flask import Flask, Response
+
+    from .config import Config
+    from .http import errors, routes
+    from .http.negotiation import response_type
+    from .pipeline import Services
+    from .storage import connect
+
+    config = config or Config.load(**overrides)
+    if not config.mongodb_uri:
+        raise ValueError("create_app needs FHIR_MONGODB_URI (the `fhir-server serve` command starts a local FerretDB)")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
+    store.ensure_indexes()
+    app.extensions["fhir"] = Services(config, store)
+    app.extensions["fhir-capability"] = routes.capability_statement()
+
+    fhir = routes.blueprint()
+
+    @fhir.before_request
+    def negotiate() -> None:
+        response_type(__import__("flask").request)  # 406 before any work
+
+    app.register_blueprint(fhir, url_prefix="/fhir")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response('{"status":"ok"}', content_type="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            store.db.command("ping")
+            ready = store.indexes_ready()
+        except Exception:  # noqa: BLE001 - any database failure means not ready
+            ready = False
+        body = '{"status":"ready"}' if ready else '{"status":"unavailable"}'
+        return Response(body, status=200 if ready else 503, content_type="application/json")
+
+    errors.register(app)
+    return app

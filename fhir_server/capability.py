@@ -1,0 +1,66 @@
+"""The CapabilityStatement, generated from the routing table and the resource registry
+(https://hl7.org/fhir/R4/capabilitystatement.html). Built once at start-up; never hand-kept.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__
+from .resources.model import SCHEMA_ONLY
+from .resources.schema import RESOURCE_TYPES
+
+SOFTWARE = "DMP FHIR server"
+
+
+def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
+          operations: dict[str, tuple[str, Iterable[str]]]) -> dict[str, Any]:
+    """``operations``: name -> (OperationDefinition canonical, levels it is served at)."""
+    type_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "type" in levels]
+    resources = []
+    for rtype in sorted(RESOURCE_TYPES):
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": code} for code in type_interactions],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": False,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+        }
+        if rtype in SCHEMA_ONLY:
+            entry["documentation"] = "Validated against the R4 JSON schema only (its R4B model differs)."
+        if type_ops:
+            entry["operation"] = type_ops
+        resources.append(entry)
+    system_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "system" in levels]
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "Resources are validated on every write against the official R4 JSON schema "
+                         "and the fhir.resources models.",
+        "resource": resources,
+        "interaction": [{"code": code} for code in system_interactions],
+    }
+    if system_ops:
+        rest["operation"] = system_ops
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "publisher": SOFTWARE,
+        "kind": "instance",
+        "software": {"name": SOFTWARE, "version": __version__},
+        "implementation": {"description": SOFTWARE},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    }
+
+
+def for_base(statement: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The statement as served at ``base_url``."""
+    return {**statement, "implementation": {**statement["implementation"], "url": base_url}}

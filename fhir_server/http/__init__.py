@@ -1,0 +1,1 @@
+"""Flask only: routing, content negotiation, headers and the app-level error handlers."""

@@ -1,0 +1,123 @@
+"""Thin views, one per FHIR interaction: build the RequestContext, call the pipeline, serialise.
+
+No business logic, no database and no policy here (ARCHITECTURE.md rule 2).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, current_app, request
+
+from .. import pipeline
+from .. import capability
+from ..context import RequestContext
+from ..errors import BadRequest, Issue, operation_outcome
+from ..resources.elements import select_elements, summarize
+from . import negotiation
+
+
+def _services() -> pipeline.Services:
+    services: pipeline.Services = current_app.extensions["fhir"]
+    return services
+
+
+def _context() -> RequestContext:
+    base = _services().config.base_url or (request.host_url.rstrip("/") + "/fhir")
+    return RequestContext(base_url=base.rstrip("/"), prefer_return=negotiation.prefer_return(request))
+
+
+def _subset(body: bytes | dict[str, Any] | None) -> bytes | dict[str, Any] | None:
+    """Apply ``_summary`` / ``_elements`` to a resource read."""
+    summary, elements = request.args.get("_summary"), request.args.get("_elements")
+    if body is None or (summary in (None, "false") and not elements):
+        return body
+    resource = orjson.loads(body) if isinstance(body, bytes) else body
+    if summary == "count":
+        raise BadRequest("_summary=count applies to searches, not to reads")
+    if summary is not None:
+        resource = summarize(resource, summary)
+    if elements:
+        resource = select_elements(resource, [e.strip() for e in elements.split(",") if e.strip()])
+    return resource
+
+
+def _read_response(result: pipeline.Result) -> Response:
+    assert result.version is not None
+    if negotiation.not_modified(request, result.version):
+        return negotiation.render(None, request, 304, result.version)
+    return negotiation.render(_subset(result.body), request, 200, result.version)
+
+
+def _write_response(result: pipeline.Result, ctx: RequestContext) -> Response:
+    headers = {"Location": result.location} if result.location else {}
+    body: bytes | dict[str, Any] | None = result.body
+    if ctx.prefer_return == "minimal":
+        body = None
+    elif ctx.prefer_return == "OperationOutcome":
+        text = f"{result.version.type}/{result.version.id} version {result.version.version} stored" \
+            if result.version else "done"
+        body = operation_outcome([Issue("informational", text, severity="information")])
+    return negotiation.render(body, request, result.status, result.version, headers)
+
+
+def _if_match() -> int | None:
+    return negotiation.etag_version(request.headers.get("If-Match"))
+
+
+def metadata() -> Response:
+    statement = current_app.extensions["fhir-capability"]
+    return negotiation.render(capability.for_base(statement, _context().base_url), request, 200)
+
+
+def read(rtype: str, rid: str) -> Response:
+    return _read_response(pipeline.read(_services(), _context(), rtype, rid))
+
+
+def vread(rtype: str, rid: str, vid: str) -> Response:
+    return _read_response(pipeline.vread(_services(), _context(), rtype, rid, vid))
+
+
+def create(rtype: str) -> Response:
+    ctx = _context()
+    body = negotiation.require_json_body(request)
+    return _write_response(pipeline.create(_services(), ctx, rtype, body), ctx)
+
+
+def update(rtype: str, rid: str) -> Response:
+    ctx = _context()
+    body = negotiation.require_json_body(request)
+    return _write_response(pipeline.update(_services(), ctx, rtype, rid, body, _if_match()), ctx)
+
+
+def delete(rtype: str, rid: str) -> Response:
+    result = pipeline.delete(_services(), _context(), rtype, rid, _if_match())
+    return negotiation.render(result.body, request, result.status, result.version)
+
+
+def history_system() -> Response:
+    return _bundle(pipeline.history(_services(), _context(), request.args.to_dict()))
+
+
+def history_type(rtype: str) -> Response:
+    return _bundle(pipeline.history(_services(), _context(), request.args.to_dict(), rtype))
+
+
+def history_instance(rtype: str, rid: str) -> Response:
+    return _bundle(pipeline.history(_services(), _context(), request.args.to_dict(), rtype, rid))
+
+
+def _bundle(result: pipeline.Result) -> Response:
+    return negotiation.render(result.body, request, result.status)
+
+
+def validate_system() -> Response:
+    body = negotiation.require_json_body(request)
+    result = pipeline.validate_resource(_services(), _context(), body)
+    return negotiation.render(result.body, request, result.status)
+
+
+def validate_type(rtype: str) -> Response:
+    body = negotiation.require_json_body(request)
+    result = pipeline.validate_resource(_services(), _context(), body, rtype)
+    return negotiation.render(result.body, request, result.status)

@@ -1,0 +1,161 @@
+"""One function per FHIR interaction (https://hl7.org/fhir/R4/http.html).
+
+Each takes the server's services and the RequestContext, and returns a ``Result`` the HTTP layer
+serialises. The order inside every interaction is fixed: validate -> (auth -> consent, with their
+issues) -> storage -> (audit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from .config import Config
+from .context import RequestContext
+from .errors import BadRequest, Gone, Issue, NotFound, operation_outcome
+from .resources import bundle
+from .resources.parse import check_id, parse_resource
+from .resources.schema import RESOURCE_TYPES
+from .resources.validation import resource_issues, validate
+from .resources.version import Version
+from .search.dates import parse_instant, parse_period
+from .search.paging import decode_cursor, encode_cursor
+from .storage import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    store: Store
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an interaction answers: a status, a body (stored JSON bytes or a dict), the version."""
+
+    status: int
+    body: bytes | dict[str, Any] | None = None
+    version: Version | None = None
+    location: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_type(rtype: str) -> str:
+    if rtype not in RESOURCE_TYPES:
+        raise NotFound(f"unknown resource type '{rtype}'")
+    return rtype
+
+
+def _visible(version: Version | None, what: str) -> Version:
+    if version is None:
+        raise NotFound(f"{what} is not known")
+    if version.deleted:
+        raise Gone(f"{what} was deleted", headers={"ETag": version.etag})
+    return version
+
+
+def read(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Result:
+    """https://hl7.org/fhir/R4/http.html#read"""
+    check_type(rtype)
+    check_id(rid)
+    version = _visible(svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    return Result(200, version.json, version)
+
+
+def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) -> Result:
+    """https://hl7.org/fhir/R4/http.html#vread"""
+    check_type(rtype)
+    check_id(rid)
+    if not vid.isdigit():
+        raise NotFound(f"{rtype}/{rid} has no version '{vid}'")
+    version = _visible(svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
+    return Result(200, version.json, version)
+
+
+def _location(ctx: RequestContext, version: Version) -> str:
+    return f"{ctx.base_url}/{version.type}/{version.id}/_history/{version.version}"
+
+
+def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes) -> Result:
+    """https://hl7.org/fhir/R4/http.html#create: the server assigns the id."""
+    check_type(rtype)
+    resource = parse_resource(body, svc.config.max_json_depth)
+    validate(resource, rtype)
+    version = svc.store.create(rtype, resource)
+    return Result(201, version.json, version, _location(ctx, version))
+
+
+def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes, if_match: int | None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#update, update as create included."""
+    check_type(rtype)
+    check_id(rid)
+    resource = parse_resource(body, svc.config.max_json_depth)
+    validate(resource, rtype, rid)
+    version, created = svc.store.update(rtype, rid, resource, if_match)
+    return Result(201 if created else 200, version.json, version, _location(ctx, version))
+
+
+def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: int | None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#delete: logical, idempotent."""
+    check_type(rtype)
+    check_id(rid)
+    version = svc.store.delete(rtype, rid, if_match)
+    if version is None:
+        text = f"{rtype}/{rid} does not exist or was already deleted: nothing to do"
+    else:
+        text = f"{rtype}/{rid} deleted (version {version.version})"
+    return Result(200, operation_outcome([Issue("informational", text, severity="information")]), version)
+
+
+def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: str | None = None,
+            rid: str | None = None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#history at system, type or instance level."""
+    if rtype is not None:
+        check_type(rtype)
+    if rid is not None:
+        check_id(rid)
+    count = _count(svc.config, params.get("_count"))
+    since = parse_instant(params["_since"]) if params.get("_since") else None
+    at = parse_period(params["_at"]) if params.get("_at") else None
+    query = svc.store.history_query(rtype, rid, since, at)
+    cursor = params.get("_cursor")
+    after = tuple(decode_cursor(svc.config.secret, cursor)) if cursor else None
+    versions, next_keyset = svc.store.history_page(query, count, after)
+    if rid is not None and not versions and after is None and svc.store.read(rtype or "", rid) is None:
+        raise NotFound(f"{rtype}/{rid} is not known")
+    path = "/".join(p for p in (rtype, rid, "_history") if p)
+    kept = {k: params[k] for k in ("_count", "_since", "_at") if params.get(k)}
+    links = {"self": _url(ctx, path, {**kept, **({"_cursor": cursor} if cursor else {})})}
+    if next_keyset is not None:
+        links["next"] = _url(ctx, path, {**kept, "_cursor": encode_cursor(svc.config.secret, next_keyset)})
+    entries = [bundle.history_entry(ctx.base_url, v) for v in versions]
+    return Result(200, bundle.history_bundle(ctx.base_url, entries, svc.store.history_total(query), links))
+
+
+def _count(config: Config, raw: str | None) -> int:
+    if raw is None:
+        return config.default_count
+    if not raw.isdigit():
+        raise BadRequest(f"_count must be a non-negative integer, not '{raw}'")
+    return min(int(raw), config.max_count)
+
+
+def _url(ctx: RequestContext, path: str, params: dict[str, str]) -> str:
+    return f"{ctx.base_url}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def validate_resource(svc: Services, ctx: RequestContext, body: bytes, rtype: str | None = None) -> Result:
+    """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html): the OperationOutcome a
+    write would give, nothing stored. The resource comes as the body or in a Parameters ``resource``."""
+    if rtype is not None:
+        check_type(rtype)
+    resource = parse_resource(body, svc.config.max_json_depth)
+    if resource["resourceType"] == "Parameters" and rtype != "Parameters":
+        given = [p.get("resource") for p in resource.get("parameter", []) if p.get("name") == "resource"]
+        if len(given) != 1 or not isinstance(given[0], dict):
+            raise BadRequest("$validate needs exactly one 'resource' parameter")
+        resource = given[0]
+    issues = resource_issues(resource, rtype)
+    if not issues:
+        issues = [Issue("informational", "the resource is valid", severity="information")]
+    return Result(200, operation_outcome(issues))

@@ -1,0 +1,18 @@
+"""The only package that imports pymongo: versioned storage, indexes, the local FerretDB."""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import MongoClient
+
+from ..resources.version import Version, instant
+from .store import Store
+
+__all__ = ["Store", "Version", "instant", "connect"]
+
+
+def connect(uri: str, database: str, compress_above: int) -> Store:
+    """A Store on ``uri``. Writes are acknowledged only once journaled on a majority (durable)."""
+    client: MongoClient[Any] = MongoClient(uri, tz_aware=True, w="majority", journal=True,
+                                           serverSelectionTimeoutMS=5000, appname="fhir-server")
+    return Store(client[database], compress_above)

@@ -1,0 +1,243 @@
+"""Versioned resource storage on the MongoDB wire protocol (MongoDB, or FerretDB locally).
+
+Layout (https://hl7.org/fhir/R4/http.html#versioning):
+- one collection per resource type holds the current version: ``{_id: id, v, ts, d (deleted), json}``;
+- the ``history`` collection holds every version ever written, append-only except for ``until`` (when
+  the version was superseded, for ``_history?_at``): ``{_id: "Type/id/v", t, i, v, ts, m, json, until}``.
+
+``json`` is the exact FHIR JSON served to clients (orjson bytes, zlib-compressed when large), so a read
+never parses or re-serialises the resource.
+
+A write claims its version by inserting ``Type/id/v`` into ``history`` (a unique ``_id``: the commit
+point, atomic on any server), then moves the current document forward with a compare-and-swap on ``v``.
+Two writers can never both claim a version, so no update is lost. A writer that dies between the two
+steps leaves a committed version the current collection does not show yet; the next writer of that
+resource rolls it forward (``_roll_forward``), so the state always converges to the history.
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from ..errors import Conflict, PreconditionFailed
+from ..resources.version import Version, instant
+
+HISTORY = "history"
+HISTORY_INDEXES = {
+    "t_1_i_1_v_-1": [("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
+    "t_1_ts_-1__id_-1": [("t", ASCENDING), ("ts", DESCENDING), ("_id", DESCENDING)],
+    "ts_-1__id_-1": [("ts", DESCENDING), ("_id", DESCENDING)],
+}
+# A version claimed in history but not yet in the current collection is given this long to land
+# before another writer treats its writer as dead and rolls it forward.
+ORPHAN_GRACE_SECONDS = 2.0
+MAX_WRITE_ATTEMPTS = 200
+
+
+def _now() -> datetime:
+    ts = datetime.now(UTC)
+    return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
+
+
+def _ceil_ms(ts: datetime) -> datetime:
+    """Round up to the millisecond, the database's precision, so an exclusive bound stays exclusive."""
+    extra = ts.microsecond % 1000
+    return ts + timedelta(microseconds=1000 - extra) if extra else ts
+
+
+def _unpack(doc: dict[str, Any]) -> bytes | None:
+    data = doc.get("json")
+    if data is None:
+        return None
+    return zlib.decompress(data) if doc.get("z") else bytes(data)
+
+
+class Store:
+    def __init__(self, db: Database[Any], compress_above: int = 1 << 20) -> None:
+        self.db = db
+        self.history = db[HISTORY]
+        self.compress_above = compress_above
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def ensure_indexes(self) -> None:
+        for name, keys in HISTORY_INDEXES.items():
+            self.history.create_index(keys, name=name)
+
+    def indexes_ready(self) -> bool:
+        present = {index["name"] for index in self.history.list_indexes()}
+        return set(HISTORY_INDEXES) <= present
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read(self, rtype: str, rid: str) -> Version | None:
+        """The current version (possibly a deletion), or None if the resource never existed."""
+        doc = self.db[rtype].find_one({"_id": rid})
+        if doc is None:
+            return None
+        return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc))
+
+    def vread(self, rtype: str, rid: str, version: int) -> Version | None:
+        doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
+        return None if doc is None else self._history_version(doc)
+
+    @staticmethod
+    def _history_version(doc: dict[str, Any]) -> Version:
+        return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"])
+
+    def history_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
+                     ) -> tuple[list[Version], tuple[Any, ...] | None]:
+        """One page of history, newest first: ``count`` versions after the keyset ``after``.
+
+        Returns the versions and the keyset of the next page (None on the last page).
+        Instance history orders by version; type and system history by time, then ``_id``.
+        """
+        instance = "i" in query
+        if after is not None:
+            if instance:
+                query = {**query, "v": {"$lt": after[0]}}
+            else:
+                ts, last_id = datetime.fromisoformat(after[0]), after[1]
+                query = {"$and": [query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]}]}
+        sort = [("v", DESCENDING)] if instance else [("ts", DESCENDING), ("_id", DESCENDING)]
+        docs = list(self.history.find(query, sort=sort, limit=count + 1))
+        versions = [self._history_version(d) for d in docs[:count]]
+        if len(docs) <= count:
+            return versions, None
+        last = docs[count - 1]
+        return versions, ((last["v"],) if instance else (last["ts"].isoformat(), last["_id"]))
+
+    def history_total(self, query: dict[str, Any]) -> int:
+        return self.history.count_documents(query)
+
+    @staticmethod
+    def history_query(rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
+                      at: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+        """The filter for ``_history`` at system, type or instance level with ``_since`` / ``_at``."""
+        query: dict[str, Any] = {}
+        if rtype:
+            query["t"] = rtype
+        if rid:
+            query["i"] = rid
+        clauses: list[dict[str, Any]] = []
+        if since:
+            clauses.append({"ts": {"$gte": since}})
+        if at:
+            start, end = at
+            end = _ceil_ms(end)
+            # current at some point of [start, end): written before its end, superseded after its start
+            clauses += [{"ts": {"$lt": end}}, {"$or": [{"until": None}, {"until": {"$gt": start}}]}]
+        if clauses:
+            query = {"$and": [query, *clauses]} if query else {"$and": clauses}
+        return query
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(self, rtype: str, resource: dict[str, Any]) -> Version:
+        """Store a new resource under a server-assigned id."""
+        rid = str(uuid.uuid4())
+        version, _ = self._write(rtype, rid, resource, if_match=None, method="POST")
+        return version
+
+    def update(self, rtype: str, rid: str, resource: dict[str, Any], if_match: int | None = None
+               ) -> tuple[Version, bool]:
+        """Store a new version (or the first one: update as create). Returns it and whether it created."""
+        return self._write(rtype, rid, resource, if_match=if_match, method="PUT")
+
+    def delete(self, rtype: str, rid: str, if_match: int | None = None) -> Version | None:
+        """Logically delete; None when there was nothing to delete (missing or already deleted)."""
+        current = self.read(rtype, rid)
+        if current is None or current.deleted:
+            if if_match is not None:
+                raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
+            return None
+        version, _ = self._write(rtype, rid, None, if_match=if_match, method="DELETE")
+        return version
+
+    def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
+               method: str) -> tuple[Version, bool]:
+        current_coll = self.db[rtype]
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            current = current_coll.find_one({"_id": rid}, {"v": 1, "d": 1})
+            base = current["v"] if current else 0
+            if if_match is not None and (current is None or current.get("d") or base != if_match):
+                raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
+            ts = _now()
+            version = base + 1
+            body = None if resource is None else self._stamp(resource, rid, version, ts)
+            entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts,
+                     "m": method, **self._pack(body)}
+            try:
+                self.history.insert_one(entry)  # the commit point
+            except DuplicateKeyError:
+                if if_match is not None:
+                    raise PreconditionFailed(f"{rtype}/{rid} was updated concurrently") from None
+                self._wait_or_roll_forward(rtype, rid, base, attempt)
+                continue
+            self._advance_current(rtype, rid, base, entry)
+            if base:
+                self.history.update_many({"t": rtype, "i": rid, "v": {"$lt": version}, "until": None},
+                                         {"$set": {"until": ts}})
+            created = current is None or bool(current.get("d"))
+            return Version(rtype, rid, version, ts, resource is None, body, method), created
+        raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
+
+    def _stamp(self, resource: dict[str, Any], rid: str, version: int, ts: datetime) -> bytes:
+        """The server owns id, meta.versionId and meta.lastUpdated."""
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = instant(ts)
+        stamped = {"resourceType": resource["resourceType"], "id": rid, "meta": meta}
+        stamped.update((k, v) for k, v in resource.items() if k not in stamped)
+        return orjson.dumps(stamped)
+
+    def _pack(self, body: bytes | None) -> dict[str, Any]:
+        if body is None:
+            return {"json": None}
+        if len(body) > self.compress_above:
+            return {"json": zlib.compress(body, 1), "z": True}
+        return {"json": body}
+
+    def _current_doc(self, entry: dict[str, Any]) -> dict[str, Any]:
+        doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"]}
+        if entry.get("z"):
+            doc["z"] = True
+        return doc
+
+    def _advance_current(self, rtype: str, rid: str, base: int, entry: dict[str, Any]) -> None:
+        """Compare-and-swap the current document from ``base`` to the version in ``entry``."""
+        coll = self.db[rtype]
+        doc = self._current_doc(entry)
+        if base == 0:
+            try:
+                coll.insert_one({"_id": rid, **doc})
+            except DuplicateKeyError:
+                pass  # another writer rolled our committed version forward already
+            return
+        change: dict[str, Any] = {"$set": doc}
+        if "z" not in doc:
+            change["$unset"] = {"z": ""}
+        coll.update_one({"_id": rid, "v": base}, change)
+
+    def _wait_or_roll_forward(self, rtype: str, rid: str, base: int, attempt: int) -> None:
+        """Version ``base + 1`` is claimed: wait for its writer, or finish its work if it died."""
+        claimed = self.history.find_one({"_id": f"{rtype}/{rid}/{base + 1}"})
+        if claimed is None:
+            return
+        current = self.db[rtype].find_one({"_id": rid}, {"v": 1})
+        if (current["v"] if current else 0) > base:
+            return  # it landed meanwhile
+        age = (_now() - claimed["ts"]).total_seconds()
+        if age > ORPHAN_GRACE_SECONDS:
+            self._advance_current(rtype, rid, base, claimed)
+            return
+        time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))
