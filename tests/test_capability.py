@@ -1,0 +1,76 @@
+"""The CapabilityStatement advertises only what works: every advertised interaction and operation is
+exercised against the running server, for every resource type."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.conftest import EXAMPLES, Fhir
+
+
+def _example(rtype: str) -> dict[str, Any]:
+    """A valid resource of ``rtype``: its first official example."""
+    for path in sorted(EXAMPLES.glob(f"{rtype}-*.json")):
+        resource: dict[str, Any] = json.loads(path.read_bytes())
+        if resource.get("resourceType") == rtype and path.stat().st_size < 200_000:
+            return resource
+    return {"resourceType": rtype}
+
+
+def _exercise(fhir: Fhir, rtype: str, interactions: set[str]) -> None:
+    body = _example(rtype)
+    rid = f"cap-{rtype.lower()}"[:64]
+    if "create" in interactions:
+        created = fhir.post(rtype, body)
+        assert created.status_code == 201, (rtype, created.text)
+    if "update" in interactions:
+        assert fhir.put(f"{rtype}/{rid}", {**body, "id": rid}).status_code == 201
+        assert fhir.put(f"{rtype}/{rid}", {**body, "id": rid}).status_code == 200
+    if "read" in interactions:
+        assert fhir.get(f"{rtype}/{rid}").status_code == 200
+    if "vread" in interactions:
+        assert fhir.get(f"{rtype}/{rid}/_history/2").json()["meta"]["versionId"] == "2"
+    if "history-instance" in interactions:
+        assert fhir.get(f"{rtype}/{rid}/_history").json()["total"] == 2
+    if "history-type" in interactions:
+        assert fhir.get(f"{rtype}/_history", params={"_count": "1"}).json()["type"] == "history"
+    if "delete" in interactions:
+        assert fhir.delete(f"{rtype}/{rid}").status_code == 200
+        assert fhir.get(f"{rtype}/{rid}").status_code == 410
+
+
+def test_capability_statement_is_valid_and_complete(fhir: Fhir) -> None:
+    statement = fhir.get("metadata").json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    assert statement["implementation"]["url"] == fhir.base
+    outcome = fhir.post("CapabilityStatement/$validate", statement).json()
+    assert outcome["issue"][0]["severity"] == "information", outcome
+    assert len(statement["rest"][0]["resource"]) == 146
+
+
+def test_every_advertised_interaction_works(fhir: Fhir) -> None:
+    rest = fhir.get("metadata").json()["rest"][0]
+    exercised = set()
+    for resource in rest["resource"]:
+        interactions = {i["code"] for i in resource["interaction"]}
+        assert resource["versioning"] == "versioned-update"
+        _exercise(fhir, resource["type"], interactions)
+        exercised |= interactions
+    assert exercised == {"read", "vread", "update", "delete", "history-instance", "history-type", "create"}
+    for interaction in rest["interaction"]:
+        assert interaction["code"] == "history-system"
+        assert fhir.get("_history", params={"_count": "1"}).json()["type"] == "history"
+
+
+def test_every_advertised_operation_works(fhir: Fhir) -> None:
+    rest = fhir.get("metadata").json()["rest"][0]
+    patient = {"resourceType": "Patient"}
+    for operation in rest.get("operation", []):
+        assert operation["name"] == "validate"
+        assert fhir.post("$validate", patient).status_code == 200
+    for resource in rest["resource"]:
+        for operation in resource.get("operation", []):
+            assert operation["name"] == "validate"
+            response = fhir.post(f"{resource['type']}/$validate", _example(resource["type"]))
+            assert response.json()["issue"][0]["severity"] == "information", (resource["type"], response.text)
