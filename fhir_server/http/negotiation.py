@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from flask import Request, Response
 from werkzeug.http import http_date, parse_date
 
 from ..errors import NotAcceptable, UnsupportedMediaType
+from ..resources import jsonio
 from ..resources.version import Version
 
 FHIR_JSON = "application/fhir+json"
@@ -58,9 +58,9 @@ def render(body: bytes | dict[str, Any] | None, request: Request, status: int,
            version: Version | None = None, headers: dict[str, str] | None = None) -> Response:
     """Serialise ``body`` (stored bytes are sent as they are unless ``_pretty``) with FHIR headers."""
     if isinstance(body, dict):
-        data = orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty(request) else 0)
+        data = jsonio.dumps(body, pretty(request))
     elif body is not None and pretty(request):
-        data = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+        data = jsonio.dumps(jsonio.loads(body), pretty=True)
     else:
         data = body or b""
     response = Response(data, status=status)

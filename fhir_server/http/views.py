@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from flask import Response, current_app, request
 
 from .. import pipeline
 from .. import capability
 from ..context import RequestContext
 from ..errors import BadRequest, Issue, operation_outcome
+from ..resources import jsonio
 from ..resources.elements import select_elements, summarize
 from . import negotiation
 
@@ -32,7 +32,7 @@ def _subset(body: bytes | dict[str, Any] | None) -> bytes | dict[str, Any] | Non
     summary, elements = request.args.get("_summary"), request.args.get("_elements")
     if body is None or (summary in (None, "false") and not elements):
         return body
-    resource = orjson.loads(body) if isinstance(body, bytes) else body
+    resource = jsonio.loads(body) if isinstance(body, bytes) else body
     if summary == "count":
         raise BadRequest("_summary=count applies to searches, not to reads")
     if summary is not None:

@@ -15,7 +15,7 @@ def history_entry(base: str, version: Version) -> dict[str, Any]:
     url = f"{version.type}/{version.id}"
     entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
     if version.json is not None:
-        entry["resource"] = orjson.loads(version.json)
+        entry["resource"] = orjson.Fragment(version.json)  # the stored bytes, not re-parsed
     entry["request"] = {"method": version.method, "url": url if version.method != "POST" else version.type}
     entry["response"] = {"status": _STATUS[version.method], "etag": version.etag,
                          "lastModified": version.last_updated_instant}

@@ -58,5 +58,7 @@ def summarize(resource: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def select_elements(resource: dict[str, Any], elements: list[str]) -> dict[str, Any]:
+    """Keep the named elements; a choice element may be named ``value``, ``value[x]`` or ``valueQuantity``."""
     rtype = resource.get("resourceType", "")
-    return _keep(resource, frozenset(elements) | mandatory(rtype))
+    names = frozenset(elements) | {f"{e}[x]" for e in elements if not e.endswith("[x]")}
+    return _keep(resource, names | mandatory(rtype))

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from ..errors import BadRequest, Issue
+from .jsonio import loads_exact
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # https://hl7.org/fhir/R4/datatypes.html#id
 
@@ -17,12 +18,14 @@ def check_id(value: str) -> str:
     return value
 
 
-def _check_shape(document: Any, max_depth: int) -> None:
-    """Refuse nesting beyond ``max_depth`` and keys that could act as Mongo operators or paths.
+def _check_shape(document: Any, max_depth: int) -> bool:
+    """Refuse nesting beyond ``max_depth`` and keys that could act as Mongo operators or paths;
+    say whether the document holds decimals.
 
     Iterative, so a hostile document cannot exhaust the Python stack.
     """
     stack: list[tuple[Any, int]] = [(document, 1)]
+    decimals = False
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
@@ -33,12 +36,20 @@ def _check_shape(document: Any, max_depth: int) -> None:
                     raise BadRequest(f"element name '{key}' is not allowed")
                 if isinstance(value, (dict, list)):
                     stack.append((value, depth + 1))
+                elif isinstance(value, float):
+                    decimals = True
         elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node if isinstance(value, (dict, list)))
+            for value in node:
+                if isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+                elif isinstance(value, float):
+                    decimals = True
+    return decimals
 
 
 def parse_resource(body: bytes, max_depth: int) -> dict[str, Any]:
-    """Parse a JSON resource: valid UTF-8 JSON, an object with a ``resourceType``, sane shape."""
+    """Parse a JSON resource: valid UTF-8 JSON, an object with a ``resourceType``, sane shape.
+    Decimals come back as ``Decimal`` so that their precision is stored as sent."""
     if not body:
         raise BadRequest("the request has no body")
     try:
@@ -47,7 +58,8 @@ def parse_resource(body: bytes, max_depth: int) -> dict[str, Any]:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object (a FHIR resource)")
-    _check_shape(document, max_depth)
+    if _check_shape(document, max_depth):
+        document = loads_exact(body)  # keep 1.50 as 1.50
     if not isinstance(document.get("resourceType"), str):
         raise BadRequest("the resource has no resourceType",
                          issues=[Issue("required", "the resource has no resourceType")])

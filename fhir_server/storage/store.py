@@ -23,12 +23,12 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ..errors import Conflict, PreconditionFailed
+from ..resources.jsonio import dumps
 from ..resources.version import Version, instant
 
 HISTORY = "history"
@@ -198,7 +198,7 @@ class Store:
         meta["lastUpdated"] = instant(ts)
         stamped = {"resourceType": resource["resourceType"], "id": rid, "meta": meta}
         stamped.update((k, v) for k, v in resource.items() if k not in stamped)
-        return orjson.dumps(stamped)
+        return dumps(stamped)
 
     def _pack(self, body: bytes | None) -> dict[str, Any]:
         if body is None:

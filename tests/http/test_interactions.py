@@ -206,3 +206,14 @@ def test_health_endpoints(server: Any) -> None:
     import requests
     assert requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status_code == 200
     assert requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=5).json() == {"status": "ready"}
+
+
+def test_decimal_precision_is_preserved(fhir: Fhir) -> None:
+    body = (b'{"resourceType":"Observation","status":"final","code":{"text":"creatinine"},'
+            b'"valueQuantity":{"value":1.50,"unit":"mg/dL"},"referenceRange":[{"low":{"value":0.1234567890123456789}}]}')
+    created = fhir.post("Observation", body)
+    assert created.status_code == 201
+    rid = created.json()["id"]
+    for response in (created, fhir.get(f"Observation/{rid}"), fhir.get(f"Observation/{rid}", params={"_pretty": "true"}),
+                     fhir.get(f"Observation/{rid}/_history"), fhir.get(f"Observation/{rid}", params={"_elements": "value,referenceRange"})):
+        assert b"1.50" in response.content and b"0.1234567890123456789" in response.content, response.text

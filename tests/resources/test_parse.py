@@ -34,3 +34,13 @@ def test_valid_ids(value: str) -> None:
 def test_invalid_ids(value: str) -> None:
     with pytest.raises(BadRequest):
         check_id(value)
+
+
+def test_decimals_keep_their_precision() -> None:
+    from decimal import Decimal
+
+    from fhir_server.resources.jsonio import dumps
+    resource = parse_resource(b'{"resourceType":"Observation","valueQuantity":{"value":1.50},"x":[2.0]}', 10)
+    assert resource["valueQuantity"]["value"] == Decimal("1.50")
+    assert dumps(resource) == b'{"resourceType":"Observation","valueQuantity":{"value":1.50},"x":[2.0]}'
+    assert parse_resource(b'{"resourceType":"Patient","multipleBirthInteger":2}', 10)["multipleBirthInteger"] == 2
