@@ -14,6 +14,10 @@ by hand):
   errata corrected (``_add_fhir_version_401``, ``_apply_errata``), each proven by official examples.
 - ``elements.json``: per resource type, its top-level summary and mandatory elements
   (``_summary`` and ``_elements`` need them, https://hl7.org/fhir/R4/search.html#summary).
+- ``search-parameters.json``: per resource type, every official R4 SearchParameter (code, type, the
+  FHIRPath expression restricted to that type, reference targets, composite components).
+- ``compartments.json``: per compartment (Patient, Practitioner ...), the parameters that put a resource
+  of each type in it (the official CompartmentDefinitions).
 """
 from __future__ import annotations
 
@@ -141,6 +145,78 @@ def build_elements(examples: Path, types: list[str]) -> None:
     (DATA / "elements.json").write_text(json.dumps(elements, indent=1, sort_keys=True) + "\n")
 
 
+# Search parameters on Resource/DomainResource the server computes itself from id, meta and narrative.
+RESOURCE_LEVEL = {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_text", "_content",
+                  "_query", "_list", "_has", "_type", "_filter"}
+
+
+def _union_members(expression: str) -> list[str]:
+    """Split a FHIRPath union ``a | b | (c as X)`` at its top level."""
+    members, depth, current = [], 0, ""
+    for char in expression:
+        depth += char == "("
+        depth -= char == ")"
+        if char == "|" and depth == 0:
+            members.append(current.strip())
+            current = ""
+        else:
+            current += char
+    members.append(current.strip())
+    return [m for m in members if m]
+
+
+def _for_base(expression: str, base: str) -> str:
+    """The members of a shared expression that apply to ``base`` (``Observation.subject | Condition...``)."""
+    def applies(member: str) -> bool:
+        path = member.lstrip("(")
+        return path == base or path.startswith(base + ".")
+    return " | ".join(m for m in _union_members(expression) if applies(m))
+
+
+def build_search_parameters(examples: Path, types: list[str]) -> None:
+    by_url: dict[str, dict] = {}
+    for path in sorted(examples.glob("SearchParameter-*.json")):
+        sp = json.loads(path.read_text(encoding="utf-8"))
+        if sp.get("url", "").startswith("http://hl7.org/fhir/SearchParameter/"):
+            by_url[sp["url"]] = sp
+    table: dict[str, dict[str, dict]] = {t: {} for t in types}
+    for sp in by_url.values():
+        if sp["code"] in RESOURCE_LEVEL or sp["type"] == "special":
+            continue
+        for base in sp.get("base", []):
+            if base not in table:
+                continue
+            expression = _for_base(sp.get("expression", ""), base)
+            if not expression:
+                continue
+            entry: dict = {"type": sp["type"], "expression": expression}
+            if sp.get("target"):
+                entry["target"] = sorted(sp["target"])
+            for key in ("modifier", "comparator"):
+                if sp.get(key):
+                    entry[key] = sp[key]
+            if sp["type"] == "composite":
+                entry["component"] = [
+                    {"code": by_url[c["definition"]]["code"], "type": by_url[c["definition"]]["type"],
+                     "expression": c["expression"]}
+                    for c in sp["component"]
+                ]
+            table[base][sp["code"]] = entry
+    (DATA / "search-parameters.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+def build_compartments(examples: Path) -> None:
+    compartments: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(examples.glob("CompartmentDefinition-*.json")):
+        definition = json.loads(path.read_text(encoding="utf-8"))
+        if definition.get("id") == "example":
+            continue
+        compartments[definition["code"]] = {
+            r["code"]: r["param"] for r in definition.get("resource", []) if r.get("param")
+        }
+    (DATA / "compartments.json").write_text(json.dumps(compartments, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str]) -> None:
     schema_pkg, examples = fetch("schema"), fetch("examples")
     if "--fetch" in argv:
@@ -149,6 +225,8 @@ def main(argv: list[str]) -> None:
     DATA.mkdir(exist_ok=True)
     types = build_schema(schema_pkg)
     build_elements(examples, types)
+    build_search_parameters(examples, types)
+    build_compartments(examples)
     print(f"derived data for {len(types)} resource types in {DATA}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .resources.model import SCHEMA_ONLY
 from .resources.schema import RESOURCE_TYPES
+from .search.registry import compartments, params_for
 
 SOFTWARE = "DMP FHIR server"
 
@@ -17,6 +18,12 @@ SOFTWARE = "DMP FHIR server"
 def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
           operations: dict[str, tuple[str, Iterable[str]]]) -> dict[str, Any]:
     """``operations``: name -> (OperationDefinition canonical, levels it is served at)."""
+    type_interactions = list(type_interactions)
+    referrers: dict[str, list[str]] = {}
+    for source in sorted(RESOURCE_TYPES):
+        for code, param in params_for(source).items():
+            for target in param.targets if param.type == "reference" else ():
+                referrers.setdefault(target, []).append(f"{source}:{code}")
     type_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "type" in levels]
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
@@ -32,6 +39,11 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
         }
+        if "search-type" in type_interactions:
+            params = params_for(rtype)
+            entry["searchParam"] = [{"name": code, "type": p.type} for code, p in params.items()]
+            entry["searchInclude"] = ["*", *(f"{rtype}:{c}" for c, p in params.items() if p.type == "reference")]
+            entry["searchRevInclude"] = referrers.get(rtype, [])
         if rtype in SCHEMA_ONLY:
             entry["documentation"] = "Validated against the R4 JSON schema only (its R4B model differs)."
         if type_ops:
@@ -40,6 +52,7 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
     system_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "system" in levels]
     rest: dict[str, Any] = {
         "mode": "server",
+        "compartment": [f"http://hl7.org/fhir/CompartmentDefinition/{c.lower()}" for c in sorted(compartments())],
         "documentation": "Resources are validated on every write against the official R4 JSON schema "
                          "and the fhir.resources models.",
         "resource": resources,

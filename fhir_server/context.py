@@ -13,4 +13,5 @@ class RequestContext:
     base_url: str  # the FHIR base as the client reached it, without a trailing slash
     request_id: str = ""
     prefer_return: str = "representation"  # minimal | representation | OperationOutcome
+    handling: str = "lenient"  # Prefer: handling=strict refuses unknown search parameters
     headers: dict[str, str] = field(default_factory=dict)

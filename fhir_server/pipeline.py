@@ -18,7 +18,9 @@ from .resources.parse import check_id, parse_resource
 from .resources.schema import RESOURCE_TYPES
 from .resources.validation import resource_issues, validate
 from .resources.version import Version
+from . import searching
 from .search.dates import parse_instant, parse_period
+from .search.registry import compartments
 from .search.paging import decode_cursor, encode_cursor
 from .storage import Store
 
@@ -142,6 +144,23 @@ def _count(config: Config, raw: str | None) -> int:
 
 def _url(ctx: RequestContext, path: str, params: dict[str, str]) -> str:
     return f"{ctx.base_url}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tuple[str, str]], path: str,
+           compartment: tuple[str, str] | None = None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#search (type, system with ``_type``, compartment)."""
+    for rtype in types:
+        check_type(rtype)
+    if compartment is not None:
+        if compartment[0] not in compartments():
+            raise NotFound(f"{compartment[0]} is not a compartment")
+        check_id(compartment[1])
+        allowed = compartments()[compartment[0]]
+        if types[0] != compartment[0] and types[0] not in allowed:
+            raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
+    body = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
+                         strict=ctx.handling == "strict", compartment=compartment)
+    return Result(200, body)
 
 
 def validate_resource(svc: Services, ctx: RequestContext, body: bytes, rtype: str | None = None) -> Result:

@@ -94,12 +94,12 @@ def not_modified(request: Request, version: Version) -> bool:
     return since is not None and version.last_updated.replace(microsecond=0) <= since
 
 
-def prefer_return(request: Request) -> str:
-    for part in request.headers.get("Prefer", "").split(";"):
-        for item in part.split(","):
-            key, _, value = item.strip().partition("=")
-            if key.strip().lower() == "return":
-                value = value.strip().strip('"')
-                if value in ("minimal", "representation", "OperationOutcome"):
-                    return value
-    return "representation"
+def prefer(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+    """One preference of the Prefer header (RFC 7240): ``return=minimal``, ``handling=strict`` ..."""
+    for part in request.headers.get("Prefer", "").replace(";", ",").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == name:
+            value = value.strip().strip('"')
+            if value in allowed:
+                return value
+    return default

@@ -31,8 +31,14 @@ ROUTES: tuple[Route, ...] = (
     Route("history-instance", "type", "/<rtype>/<rid>/_history", "GET", views.history_instance),
     Route("history-type", "type", "/<rtype>/_history", "GET", views.history_type),
     Route("create", "type", "/<rtype>", "POST", views.create),
+    Route("search-type", "type", "/<rtype>", "GET", views.search_type),
+    Route("search-type", "type", "/<rtype>/_search", "POST", views.search_type),
     Route("history-system", "system", "/_history", "GET", views.history_system),
+    Route("search-system", "system", "", "GET", views.search_system),
+    Route("search-system", "system", "/_search", "POST", views.search_system),
 )
+# Compartment search: GET [base]/Patient/123/Observation (https://hl7.org/fhir/R4/compartmentdefinition.html)
+COMPARTMENT_RULE = "/<ctype>/<cid>/<rtype>"
 
 # Operations: name -> (canonical OperationDefinition, [(level, rule, view)])
 OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], ...]]] = {
@@ -45,8 +51,8 @@ OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], .
 
 def capability_statement() -> dict[str, object]:
     return capability.build(
-        [r.interaction for r in ROUTES if r.level == "type"],
-        [r.interaction for r in ROUTES if r.level == "system"],
+        list(dict.fromkeys(r.interaction for r in ROUTES if r.level == "type")),
+        list(dict.fromkeys(r.interaction for r in ROUTES if r.level == "system")),
         {name: (canonical, [level for level, _, _ in rules]) for name, (canonical, rules) in OPERATIONS.items()},
     )
 
@@ -55,7 +61,8 @@ def blueprint() -> Blueprint:
     bp = Blueprint("fhir", __name__)
     bp.add_url_rule("/metadata", "metadata", views.metadata, methods=["GET"])
     for route in ROUTES:
-        bp.add_url_rule(route.rule, route.interaction, route.view, methods=[route.method])
+        bp.add_url_rule(route.rule, f"{route.interaction}-{route.method}", route.view, methods=[route.method])
+    bp.add_url_rule(COMPARTMENT_RULE, "search-compartment", views.search_compartment, methods=["GET"])
     for name, (_, rules) in OPERATIONS.items():
         for level, rule, view in rules:
             bp.add_url_rule(rule, f"op-{name}-{level}", view, methods=["POST"])

@@ -11,7 +11,7 @@ from flask import Response, current_app, request
 from .. import pipeline
 from .. import capability
 from ..context import RequestContext
-from ..errors import BadRequest, Issue, operation_outcome
+from ..errors import BadRequest, Issue, UnsupportedMediaType, operation_outcome
 from ..resources import jsonio
 from ..resources.elements import select_elements, summarize
 from . import negotiation
@@ -24,7 +24,12 @@ def _services() -> pipeline.Services:
 
 def _context() -> RequestContext:
     base = _services().config.base_url or (request.host_url.rstrip("/") + "/fhir")
-    return RequestContext(base_url=base.rstrip("/"), prefer_return=negotiation.prefer_return(request))
+    return RequestContext(
+        base_url=base.rstrip("/"),
+        prefer_return=negotiation.prefer(request, "return", ("minimal", "representation", "OperationOutcome"),
+                                         "representation"),
+        handling=negotiation.prefer(request, "handling", ("strict", "lenient"), "lenient"),
+    )
 
 
 def _subset(body: bytes | dict[str, Any] | None) -> bytes | dict[str, Any] | None:
@@ -121,3 +126,32 @@ def validate_type(rtype: str) -> Response:
     body = negotiation.require_json_body(request)
     result = pipeline.validate_resource(_services(), _context(), body, rtype)
     return negotiation.render(result.body, request, result.status)
+
+
+def _search_params() -> list[tuple[str, str]]:
+    """The query's parameters, plus a form body's on ``POST _search`` (search.html#search)."""
+    params = list(request.args.items(multi=True))
+    if request.method == "POST":
+        if request.mimetype != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+        params += list(request.form.items(multi=True))
+    return params
+
+
+def _searchset(types: list[str], path: str, compartment: tuple[str, str] | None = None) -> Response:
+    result = pipeline.search(_services(), _context(), types, _search_params(), path, compartment)
+    return negotiation.render(result.body, request, result.status)
+
+
+def search_type(rtype: str) -> Response:
+    return _searchset([rtype], rtype)
+
+
+def search_system() -> Response:
+    from ..resources.schema import RESOURCE_TYPES
+    given = [t.strip() for p, v in _search_params() if p == "_type" for t in v.split(",") if t.strip()]
+    return _searchset(given or sorted(RESOURCE_TYPES), "")
+
+
+def search_compartment(ctype: str, cid: str, rtype: str) -> Response:
+    return _searchset([rtype], f"{ctype}/{cid}/{rtype}", (ctype, cid))

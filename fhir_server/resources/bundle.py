@@ -30,3 +30,20 @@ def history_bundle(base: str, entries: list[dict[str, Any]], total: int | None,
     bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
     bundle["entry"] = entries
     return bundle
+
+
+def search_entry(base: str, rtype: str, rid: str, resource: Any, mode: str) -> dict[str, Any]:
+    """A searchset entry; ``resource`` is stored bytes (embedded as they are) or a subsetted dict."""
+    body = orjson.Fragment(resource) if isinstance(resource, bytes) else resource
+    return {"fullUrl": f"{base}/{rtype}/{rid}", "resource": body, "search": {"mode": mode}}
+
+
+def searchset(entries: list[dict[str, Any]], total: int | None, links: dict[str, str]) -> dict[str, Any]:
+    """https://hl7.org/fhir/R4/search.html#bundle"""
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    if entries:
+        bundle["entry"] = entries
+    return bundle

@@ -5,11 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from ..errors import BadRequest
+
+
+def pack(values: list[Any]) -> list[Any]:
+    """Keyset values as JSON: datetimes are tagged so that they come back as datetimes."""
+    return [{"dt": v.isoformat()} if isinstance(v, datetime) else v for v in values]
+
+
+def unpack(values: list[Any]) -> list[Any]:
+    return [datetime.fromisoformat(v["dt"]) if isinstance(v, dict) and "dt" in v else v for v in values]
 
 
 def _sign(secret: str, payload: bytes) -> bytes:

@@ -12,7 +12,10 @@ __all__ = ["Store", "Version", "instant", "connect"]
 
 
 def connect(uri: str, database: str, compress_above: int) -> Store:
-    """A Store on ``uri``. Writes are acknowledged only once journaled on a majority (durable)."""
+    """A Store on ``uri``, indexing resources for search as it writes them. Writes are acknowledged
+    only once journaled on a majority (durable)."""
+    from ..search.index import index
+
     client: MongoClient[Any] = MongoClient(uri, tz_aware=True, w="majority", journal=True,
                                            serverSelectionTimeoutMS=5000, appname="fhir-server")
-    return Store(client[database], compress_above)
+    return Store(client[database], compress_above, index)

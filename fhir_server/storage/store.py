@@ -17,12 +17,14 @@ resource rolls it forward (``_roll_forward``), so the state always converges to 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 import time
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -36,6 +38,21 @@ HISTORY_INDEXES = {
     "t_1_i_1_v_-1": [("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
     "t_1_ts_-1__id_-1": [("t", ASCENDING), ("ts", DESCENDING), ("_id", DESCENDING)],
     "ts_-1__id_-1": [("ts", DESCENDING), ("_id", DESCENDING)],
+}
+# Indexes on the current collections for the searches the DMP makes most (by patient, identifier,
+# code, date); MongoDB uses them, FerretDB's SQLite backend scans (see README).
+_PATIENT = ["compartments", "search.patient.r"]
+SEARCH_INDEXES: dict[str, list[str]] = {
+    "Patient": ["search.identifier.k", "search.family.f", "search.birthdate.lo"],
+    "Practitioner": ["search.identifier.k"], "Organization": ["search.identifier.k"],
+    "PractitionerRole": ["search.practitioner.r"],
+    **{t: [*_PATIENT, "search.code.k", "search.date.lo"] for t in (
+        "AllergyIntolerance", "Condition", "Procedure", "Observation", "DiagnosticReport", "Encounter")},
+    "MedicationStatement": [*_PATIENT, "search.code.k", "search.effective.lo"],
+    "DocumentReference": [*_PATIENT, "search.type.k", "search.date.lo", "search.identifier.k"],
+    "List": [*_PATIENT, "search.code.k"], "Composition": [*_PATIENT, "search.type.k"],
+    "Consent": [*_PATIENT], "AuditEvent": ["search.patient.r", "search.date.lo"],
+    "ExplanationOfBenefit": [*_PATIENT, "search.created.lo"],
 }
 # A version claimed in history but not yet in the current collection is given this long to land
 # before another writer treats its writer as dead and rolls it forward.
@@ -61,17 +78,24 @@ def _unpack(doc: dict[str, Any]) -> bytes | None:
     return zlib.decompress(data) if doc.get("z") else bytes(data)
 
 
+Indexer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class Store:
-    def __init__(self, db: Database[Any], compress_above: int = 1 << 20) -> None:
+    def __init__(self, db: Database[Any], compress_above: int = 1 << 20, indexer: Indexer | None = None) -> None:
         self.db = db
         self.history = db[HISTORY]
         self.compress_above = compress_above
+        self.indexer = indexer
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
         for name, keys in HISTORY_INDEXES.items():
             self.history.create_index(keys, name=name)
+        for rtype, fields in SEARCH_INDEXES.items():
+            for field in fields:
+                self.db[rtype].create_index([(field, ASCENDING)], name=field)
 
     def indexes_ready(self) -> bool:
         present = {index["name"] for index in self.history.list_indexes()}
@@ -166,6 +190,7 @@ class Store:
     def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
                method: str) -> tuple[Version, bool]:
         current_coll = self.db[rtype]
+        search = self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
         for attempt in range(MAX_WRITE_ATTEMPTS):
             current = current_coll.find_one({"_id": rid}, {"v": 1, "d": 1})
             base = current["v"] if current else 0
@@ -183,7 +208,7 @@ class Store:
                     raise PreconditionFailed(f"{rtype}/{rid} was updated concurrently") from None
                 self._wait_or_roll_forward(rtype, rid, base, attempt)
                 continue
-            self._advance_current(rtype, rid, base, entry)
+            self._advance_current(rtype, rid, base, entry, search)
             if base:
                 self.history.update_many({"t": rtype, "i": rid, "v": {"$lt": version}, "until": None},
                                          {"$set": {"until": ts}})
@@ -207,16 +232,15 @@ class Store:
             return {"json": zlib.compress(body, 1), "z": True}
         return {"json": body}
 
-    def _current_doc(self, entry: dict[str, Any]) -> dict[str, Any]:
-        doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"]}
+    def _advance_current(self, rtype: str, rid: str, base: int, entry: dict[str, Any],
+                         search: dict[str, Any]) -> None:
+        """Compare-and-swap the current document from ``base`` to the version in ``entry``, with the
+        search index of that version (search/index.py) beside it."""
+        coll = self.db[rtype]
+        doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
+               "search": {}, "sortkey": {}, "compartments": [], **search}
         if entry.get("z"):
             doc["z"] = True
-        return doc
-
-    def _advance_current(self, rtype: str, rid: str, base: int, entry: dict[str, Any]) -> None:
-        """Compare-and-swap the current document from ``base`` to the version in ``entry``."""
-        coll = self.db[rtype]
-        doc = self._current_doc(entry)
         if base == 0:
             try:
                 coll.insert_one({"_id": rid, **doc})
@@ -238,6 +262,8 @@ class Store:
             return  # it landed meanwhile
         age = (_now() - claimed["ts"]).total_seconds()
         if age > ORPHAN_GRACE_SECONDS:
-            self._advance_current(rtype, rid, base, claimed)
+            body = _unpack(claimed)
+            search = self.indexer(orjson.loads(body)) if body is not None and self.indexer else {}
+            self._advance_current(rtype, rid, base, claimed, search)
             return
         time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))

@@ -1,0 +1,264 @@
+"""Compile a ``SearchQuery`` into a Mongo filter and sort over the indexed columns (search/index.py).
+
+Step two of three. Returns plain dicts: no IO here. Chains and ``_has`` need the ids of other
+resources: the caller passes ``resolve`` (run a clause on another type and return matching ids) and
+``referrers`` (the references a set of resources hold), so this module stays pure.
+
+Request text never becomes an operator: values only ever land in operator *arguments*, and the text of
+``$regex`` arguments is escaped.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..errors import BadRequest
+from .dates import parse_period
+from .index import RANGED, fold, number_range
+from .parse import Clause, SearchQuery, SortKey, Value
+from .registry import SearchParam
+
+Filter = dict[str, Any]
+Resolve = Callable[[str, Clause], list[str]]  # (type, clause) -> ids of that type matching it
+Referrers = Callable[[str, Clause, str, str], list[str]]  # (type, clause, ref code, target type) -> ids
+
+
+@dataclass(frozen=True)
+class Compiled:
+    filter: Filter
+    sort: list[tuple[str, int]]
+    checked: frozenset[str]  # ranged parameters whose multi-entry candidates ``match`` must confirm
+
+
+def _and(conditions: list[Filter]) -> Filter:
+    conditions = [c for c in conditions if c]
+    if not conditions:
+        return {}
+    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+
+
+def _or(conditions: list[Filter]) -> Filter:
+    return conditions[0] if len(conditions) == 1 else {"$or": conditions}
+
+
+def token_key(parts: tuple[str, ...]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    system, code = parts[0], "|".join(parts[1:])
+    if not code:
+        return f"{system}|"
+    return f"{system}|{code}" if system else f"|{code}"
+
+
+def _starts(text: str) -> Filter:
+    return {"$regex": "^" + re.escape(fold(text))}
+
+
+def _string(field: Callable[[str], str], modifier: str | None, value: Value) -> Filter:
+    text = value.parts[0] if len(value.parts) == 1 else "|".join(value.parts)
+    if modifier == "exact":
+        return {field("x"): text}
+    if modifier == "contains":
+        return {field("f"): {"$regex": re.escape(fold(text))}}
+    return {field("f"): _starts(text)}
+
+
+def _date(field: Callable[[str], str], value: Value) -> Filter:
+    start, end = parse_period(value.parts[0])
+    lo, hi = field("lo"), field("hi")
+    within = {lo: {"$gte": start}, hi: {"$lte": end}}
+    return {
+        "eq": within,
+        "ne": {"$nor": [within]},
+        "gt": {hi: {"$gt": end}},
+        "lt": {lo: {"$lt": start}},
+        "ge": {"$or": [{hi: {"$gt": end}}, within]},
+        "le": {"$or": [{lo: {"$lt": start}}, within]},
+        "sa": {lo: {"$gte": end}},
+        "eb": {hi: {"$lte": start}},
+    }.get(value.prefix) or _approximately(lo, hi, start, end)
+
+
+def _approximately(lo: str, hi: str, start: Any, end: Any) -> Filter:
+    """``ap``: within 10% of the distance to now, at least a day (search.html#prefix)."""
+    from datetime import UTC, datetime
+    slack = max(abs(datetime.now(UTC) - start) * 0.1, timedelta(days=1))
+    return {lo: {"$lt": end + slack}, hi: {"$gt": start - slack}}
+
+
+def _number(field: Callable[[str], str], value: Value) -> Filter:
+    found = number_range(value.parts[0])
+    if found is None:
+        raise BadRequest(f"'{value.parts[0]}' is not a number")
+    number, low, high = found
+    v = field("v")
+    slack = abs(number) * 0.1
+    return {
+        "eq": {v: {"$gte": low, "$lt": high}},
+        "ne": {"$nor": [{v: {"$gte": low, "$lt": high}}]},
+        "gt": {v: {"$gt": number}}, "sa": {v: {"$gt": number}},
+        "lt": {v: {"$lt": number}}, "eb": {v: {"$lt": number}},
+        "ge": {v: {"$gte": number}}, "le": {v: {"$lte": number}},
+        "ap": {v: {"$gte": number - slack, "$lte": number + slack}},
+    }[value.prefix]
+
+
+def _quantity(field: Callable[[str], str], value: Value) -> Filter:
+    condition = _number(field, value)
+    if len(value.parts) == 3 and (value.parts[1] or value.parts[2]):
+        system, code = value.parts[1], value.parts[2]
+        key = f"{system}|{code}" if system and code else (f"{system}|" if system else code)
+        condition = _and([condition, {field("k"): key}])
+    return condition
+
+
+def _uri(field: Callable[[str], str], modifier: str | None, value: Value) -> Filter:
+    uri = "|".join(value.parts)
+    if modifier == "below":
+        return {field("u"): {"$regex": "^" + re.escape(uri)}}
+    if modifier == "above":
+        prefixes = [uri[: m.start()] for m in re.finditer("/", uri)] + [uri]
+        return {field("u"): {"$in": prefixes}}
+    return {field("u"): uri}
+
+
+class Compiler:
+    def __init__(self, base_url: str, resolve: Resolve, referrers: Referrers) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.resolve = resolve
+        self.referrers = referrers
+
+    def _reference(self, param: SearchParam, field: Callable[[str], str], modifier: str | None,
+                   value: Value) -> Filter:
+        if modifier == "identifier":
+            return {field("k"): token_key(value.parts)}
+        ref = "|".join(value.parts)
+        if self.base_url and ref.startswith(self.base_url + "/"):
+            ref = ref[len(self.base_url) + 1:]
+        parts = ref.split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            ref = "/".join(parts[:-2])
+        if modifier:  # :Type
+            return {field("r"): f"{modifier}/{ref.rsplit('/', 1)[-1]}"}
+        if "/" in ref or ref.startswith(("urn:", "http:", "https:")):
+            return {field("r"): ref}
+        targets = param.targets or ()
+        if not targets:
+            raise BadRequest(f"'{ref}' needs a type: Type/{ref}")
+        return {field("r"): {"$in": [f"{t}/{ref}" for t in targets]}}
+
+    def value_filter(self, param: SearchParam, modifier: str | None, value: Value,
+                     field: Callable[[str], str]) -> Filter:
+        kind = param.type
+        if kind == "string":
+            return _string(field, modifier, value)
+        if kind == "token":
+            if modifier == "text":
+                return {field("t"): {"$regex": "(^| )" + re.escape(fold("|".join(value.parts)))}}
+            if modifier == "of-type":
+                if len(value.parts) != 3:
+                    raise BadRequest(f"{param.code}:of-type takes system|code|value, not '{value.raw}'")
+                return {field("y"): "|".join(value.parts)}
+            return {field("k"): token_key(value.parts)}
+        if kind == "reference":
+            return self._reference(param, field, modifier, value)
+        if kind == "date":
+            return _date(field, value)
+        if kind == "number":
+            return _number(field, value)
+        if kind == "quantity":
+            return _quantity(field, value)
+        if kind == "uri":
+            return _uri(field, modifier, value)
+        if kind == "composite":
+            return _and([
+                self.value_filter(SearchParam(c.code, c.type), None, v, lambda col, i=i: field(f"{i}.{col}"))
+                for i, (c, v) in enumerate(zip(param.components, value.components))
+            ])
+        raise BadRequest(f"parameter type '{kind}' is not supported")
+
+    def clause(self, rtype: str, clause: Clause) -> Filter:
+        code, param = clause.code, clause.param
+        if clause.has is not None:
+            referring, ref_code, inner = clause.has
+            return {"_id": {"$in": self.referrers(referring, inner, ref_code, rtype)}}
+        if clause.chain is not None:
+            target, inner = clause.chain
+            ids = self.resolve(target, inner)
+            return {f"search.{code}.r": {"$in": [f"{target}/{i}" for i in ids]}}
+        if clause.modifier == "missing":
+            if code in ("_id", "_lastUpdated"):
+                return {} if clause.values[0].raw == "false" else {"_id": {"$in": []}}
+            return {f"search.{code}": {"$exists": clause.values[0].raw == "true"}}
+        if code == "_id":
+            ids = [v.raw for v in clause.values]
+            return {"_id": {"$nin" if clause.modifier == "not" else "$in": ids}}
+        if code == "_lastUpdated":
+            return _or([_last_updated(v) for v in clause.values])
+
+        def field(col: str) -> str:
+            return f"search.{code}.{col}"
+
+        if param.type == "token" and clause.modifier == "not":
+            return {field("k"): {"$nin": [token_key(v.parts) for v in clause.values]}}
+        combined = _or([self.value_filter(param, clause.modifier, v, field) for v in clause.values])
+        if param.type in RANGED and any(v.prefix == "ne" for v in clause.values):
+            # a negation over several entries' bounds can wrongly exclude: let ``match`` decide those
+            combined = {"$or": [{field("n"): {"$exists": True}}, combined]}
+        return combined
+
+    def compile(self, rtype: str, query: SearchQuery, extra: list[Filter] | None = None) -> Compiled:
+        clauses = query.clauses(rtype)
+        conditions = [{"d": False}, *(extra or []), *(self.clause(rtype, c) for c in clauses)]
+        checked = frozenset(c.code for c in clauses
+                            if c.param.type in RANGED and c.modifier != "missing" and not c.code.startswith("_"))
+        return Compiled(_and(conditions), sort_fields(query.sort), checked)
+
+
+def _last_updated(value: Value) -> Filter:
+    """``_lastUpdated`` compares the version's instant ``ts`` (a point, millisecond precision)."""
+    start, end = parse_period(value.parts[0])
+    eq = {"ts": {"$gte": start, "$lt": end}}
+    return {
+        "eq": eq, "ne": {"$nor": [eq]}, "gt": {"ts": {"$gte": end}}, "sa": {"ts": {"$gte": end}},
+        "lt": {"ts": {"$lt": start}}, "eb": {"ts": {"$lt": start}},
+        "ge": {"ts": {"$gte": start}}, "le": {"ts": {"$lt": end}},
+    }.get(value.prefix) or {"ts": {"$gte": start - timedelta(days=1), "$lt": end + timedelta(days=1)}}
+
+
+def sort_fields(sort: tuple[SortKey, ...]) -> list[tuple[str, int]]:
+    """Mongo sort: the requested keys, then ``_id`` so that ties are deterministic."""
+    fields: list[tuple[str, int]] = []
+    for key in sort:
+        if key.code == "_id":
+            fields.append(("_id", -1 if key.descending else 1))
+        elif key.code == "_lastUpdated":
+            fields.append(("ts", -1 if key.descending else 1))
+        else:
+            fields.append((f"sortkey.{key.code}.{'d' if key.descending else 'a'}", -1 if key.descending else 1))
+    if not any(f == "_id" for f, _ in fields):
+        fields.append(("_id", 1))
+    return fields
+
+
+def keyset_filter(sort: list[tuple[str, int]], last: list[Any], reverse: bool = False) -> Filter:
+    """Documents strictly after ``last`` (the sort values of the last row) in ``sort`` order, or
+    strictly before it when ``reverse``. Missing values sort first ascending, last descending."""
+    alternatives: list[Filter] = []
+    for i, (field, direction) in enumerate(sort):
+        ascending = (direction == 1) != reverse
+        equal = [{f: v} for (f, _), v in zip(sort[:i], last[:i])]
+        value = last[i]
+        if value is None:
+            if not ascending:
+                continue  # nothing sorts after a missing value going down (missing is last)
+            beyond: Filter = {field: {"$ne": None}}
+        elif ascending:
+            beyond = {field: {"$gt": value}}
+        else:
+            beyond = {"$or": [{field: {"$lt": value}}, {field: None}]}
+        alternatives.append(_and([*equal, beyond]))
+    return _or(alternatives) if alternatives else {"_id": {"$in": []}}

@@ -1,0 +1,141 @@
+"""The search parameters the server knows: the official R4 SearchParameters, as data
+(``data/search-parameters.json``, built by capability/build.py), plus the resource-level ones.
+
+Adding a custom SearchParameter is adding an entry to that table: parsing, indexing, the
+CapabilityStatement and matching all read it from here.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources as package_data
+from typing import Any
+
+from fhirpathpy import compile as fhirpath_compile
+from fhirpathpy.models import models
+
+# Parameters every resource type has, computed from id, meta and the store (not from FHIRPath).
+RESOURCE_PARAMS: dict[str, str] = {
+    "_id": "token", "_lastUpdated": "date", "_tag": "token", "_profile": "uri", "_security": "token",
+    "_source": "uri",
+}
+# Modifiers each parameter type accepts (https://hl7.org/fhir/R4/search.html#modifiers).
+MODIFIERS: dict[str, frozenset[str]] = {
+    "string": frozenset({"exact", "contains", "missing"}),
+    "token": frozenset({"text", "not", "missing", "of-type"}),
+    "reference": frozenset({"identifier", "missing"}),  # plus :[type], checked against the targets
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"below", "above", "missing"}),
+    "composite": frozenset({"missing"}),
+}
+PREFIXED = frozenset({"date", "number", "quantity"})
+
+_RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
+
+
+@dataclass(frozen=True)
+class Component:
+    code: str
+    type: str
+    expression: str
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    code: str
+    type: str
+    expression: str = ""
+    targets: tuple[str, ...] = ()
+    components: tuple[Component, ...] = ()
+
+    @property
+    def sort_field(self) -> str:
+        return f"_sort.{self.code}"
+
+
+@cache
+def _table() -> dict[str, dict[str, Any]]:
+    raw = package_data.files("fhir_server").joinpath("data/search-parameters.json").read_text(encoding="utf-8")
+    table: dict[str, dict[str, Any]] = json.loads(raw)
+    return table
+
+
+@cache
+def params_for(rtype: str) -> dict[str, SearchParam]:
+    """Every search parameter of ``rtype`` by code, resource-level ones included."""
+    params = {code: SearchParam(code, kind) for code, kind in RESOURCE_PARAMS.items()}
+    for code, entry in _table().get(rtype, {}).items():
+        params[code] = SearchParam(
+            code, entry["type"], entry["expression"], tuple(entry.get("target", ())),
+            tuple(Component(c["code"], c["type"], c["expression"]) for c in entry.get("component", ())),
+        )
+    return params
+
+
+def search_types() -> list[str]:
+    return sorted(_table())
+
+
+Evaluator = Callable[[Any], list[Any]]
+
+
+@cache
+def evaluator(expression: str) -> Evaluator:
+    """A compiled FHIRPath expression (R4 model, so choice types resolve), evaluated on a resource.
+
+    ``x.where(resolve() is T)`` cannot resolve without IO: it is rewritten to keep the references whose
+    type is ``T``, which is what it means for a reference to a resource of type ``T``.
+    """
+    members = []
+    for member in _split_union(expression):
+        match = _RESOLVE_IS.search(member)
+        if match:
+            members.append((fhirpath_compile(_RESOLVE_IS.sub("", member), models["r4"]), match.group(1)))
+        else:
+            members.append((fhirpath_compile(member, models["r4"]), None))
+
+    def evaluate(resource: Any) -> list[Any]:
+        values: list[Any] = []
+        for compiled, rtype in members:
+            found = compiled(resource)
+            if rtype is not None:
+                found = [v for v in found if isinstance(v, dict) and _reference_type(v) == rtype]
+            values.extend(found)
+        return values
+
+    return evaluate
+
+
+def _reference_type(reference: dict[str, Any]) -> str | None:
+    ref = reference.get("reference")
+    if isinstance(ref, str) and "/" in ref:
+        parts = ref.split("/")
+        return parts[-4] if len(parts) >= 4 and parts[-2] == "_history" else parts[-2]
+    kind = reference.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+def _split_union(expression: str) -> list[str]:
+    members, depth, current = [], 0, ""
+    for char in expression:
+        depth += char == "("
+        depth -= char == ")"
+        if char == "|" and depth == 0:
+            members.append(current.strip())
+            current = ""
+        else:
+            current += char
+    members.append(current.strip())
+    return [m for m in members if m]
+
+
+@cache
+def compartments() -> dict[str, dict[str, list[str]]]:
+    raw = package_data.files("fhir_server").joinpath("data/compartments.json").read_text(encoding="utf-8")
+    data: dict[str, dict[str, list[str]]] = json.loads(raw)
+    return data
