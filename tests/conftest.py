@@ -57,9 +57,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError("server not ready in time")
@@ -78,7 +78,9 @@ class Fhir:
         self.http = requests.Session()
 
     def url(self, path: str) -> str:
-        return path if path.startswith("http") else f"{self.base}/{path.lstrip('/')}"
+        if path.startswith("http"):
+            return path
+        return f"{self.base}/{path.lstrip('/')}" if path else self.base
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
         headers = dict(kwargs.pop("headers", {}) or {})

@@ -192,7 +192,7 @@ class Compiler:
         if clause.modifier == "missing":
             if code in ("_id", "_lastUpdated"):
                 return {} if clause.values[0].raw == "false" else {"_id": {"$in": []}}
-            return {f"search.{code}": {"$exists": clause.values[0].raw == "true"}}
+            return {f"search.{code}": {"$exists": clause.values[0].raw == "false"}}
         if code == "_id":
             ids = [v.raw for v in clause.values]
             return {"_id": {"$nin" if clause.modifier == "not" else "$in": ids}}
