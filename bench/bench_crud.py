@@ -283,6 +283,15 @@ class Run:
     def machine_busy(self) -> float:
         return self.cpu["busy"] / self.cpu["total"] if self.cpu["total"] else float("nan")
 
+    @property
+    def others_busy(self) -> float:
+        """Share of the machine used by processes outside the benchmark (other users, the idle side)."""
+        if not self.cpu["total"]:
+            return float("nan")
+        ticks = os.sysconf("SC_CLK_TCK")
+        ours = self.cpu["app"] + self.cpu["db"] + self.cpu["wrk"]
+        return max(0.0, self.cpu["busy"] / ticks - ours) / (self.cpu["total"] / ticks)
+
     def to_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "duration_s": self.duration_us / 1e6, "throughput": self.throughput,
                 "p50_ms": self.percentile_ms(50), "p99_ms": self.percentile_ms(99),
@@ -452,19 +461,19 @@ def report(results: dict[tuple[str, int], dict[str, Run]], args: argparse.Namesp
             f"| {ratio(s.percentile_ms(99), b.percentile_ms(99))} |")
     lines += [
         "",
-        "CPU time per request (ms), measured from /proc around each run; `busy` is the whole machine's CPU use "
-        "during the runs (100% = all cores):",
+        "CPU time per request (ms) of the application (gunicorn master + workers), FerretDB and wrk, from /proc "
+        "around each run; `busy` is the whole machine's CPU use during the runs (100% = all cores), `others` the "
+        "part of it not spent by these three processes (other users of the machine: noise):",
         "",
-        "| op | clients | server app | server FerretDB | server wrk | server busy | baseline app | baseline FerretDB "
-        "| baseline wrk | baseline busy |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| op | clients | server app | FerretDB | wrk | busy | others | baseline app | FerretDB | wrk | busy | others |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (op, clients), sides in results.items():
         s, b = sides["server"], sides["baseline"]
         cells = []
         for run in (s, b):
             cells += [fmt(run.cpu_ms_per_request("app"), 2), fmt(run.cpu_ms_per_request("db"), 2),
-                      fmt(run.cpu_ms_per_request("wrk"), 2), f"{run.machine_busy:.0%}"]
+                      fmt(run.cpu_ms_per_request("wrk"), 2), f"{run.machine_busy:.0%}", f"{run.others_busy:.0%}"]
         lines.append(f"| {op} | {clients} | " + " | ".join(cells) + " |")
     reads = [(c, sides) for (op, c), sides in results.items() if op == "read"]
     if reads:
@@ -548,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     print("# fhir-server CRUD benchmark\n")
     for key, value in env_info.items():
         print(f"- {key}: {value}")
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"- WARNING: the machine is already busy (load average {load:.2f} for {os.cpu_count()} CPUs): "
+              "the figures will be noisy; see the `others` column")
     print(f"- gunicorn: gthread, {args.workers} workers x {args.threads} threads, both sides; "
           f"wrk: {args.wrk_threads} thread(s), keep-alive, {args.seconds}s per side and cell (ABBA halves)\n",
           flush=True)

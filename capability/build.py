@@ -201,6 +201,11 @@ def build_search_parameters(examples: Path, types: list[str]) -> None:
                      "expression": c["expression"]}
                     for c in sp["component"]
                 ]
+                if sp["id"] == "DocumentReference-relationship":
+                    # Erratum: the published components pair the reference 'relatesto' with `code` and the
+                    # token 'relation' with `target`; each needs the other's expression.
+                    first, second = entry["component"]
+                    first["expression"], second["expression"] = second["expression"], first["expression"]
             table[base][sp["code"]] = entry
     (DATA / "search-parameters.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 

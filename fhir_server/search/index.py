@@ -195,12 +195,24 @@ ENTRIES = {"string": string_entries, "token": token_entries, "reference": refere
            "date": date_entries, "number": number_entries, "quantity": quantity_entries, "uri": uri_entries}
 
 
+def _unwrap(value: Any) -> Any:
+    """An Extension found by ``extension('url')`` stands for its value[x]."""
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        for key, item in value.items():
+            if key.startswith("value") and key[5:6].isupper():
+                return item
+    return value
+
+
 def _component_values(root: Any, expression: str) -> list[Any]:
-    """Component expressions are relative to a backbone element the R4 model cannot type: the two
-    shapes the official ones use (``code``, ``value.as(Quantity)``) are read directly."""
+    """Component expressions are relative to a backbone element the R4 model cannot type: the
+    shapes the official ones use (``code``, ``value.as(Quantity)``, unions of those) are read directly."""
+    if " | " in expression:
+        return [v for part in expression.split(" | ") for v in _component_values(root, part.strip())]
     if ".as(" in expression:
         name, _, kind = expression.partition(".as(")
-        value = root.get(name + kind.rstrip(")")) if isinstance(root, dict) else None
+        kind = kind.rstrip(")")
+        value = root.get(name + kind[:1].upper() + kind[1:]) if isinstance(root, dict) else None
     else:
         value = root
         for part in expression.split("."):
@@ -316,7 +328,7 @@ def entries_of(resource: dict[str, Any]) -> dict[str, list[Entry]]:
             if param.type == "composite":
                 entries = composite_entries(param, resource)
             else:
-                entries = [e for v in evaluator(param.expression)(resource) for e in ENTRIES[param.type](v)]
+                entries = [e for v in evaluator(param.expression)(resource) for e in ENTRIES[param.type](_unwrap(v))]
         except Exception:  # noqa: BLE001 - an expression the engine cannot evaluate indexes nothing
             entries = []
         if entries:

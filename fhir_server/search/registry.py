@@ -36,6 +36,13 @@ MODIFIERS: dict[str, frozenset[str]] = {
 PREFIXED = frozenset({"date", "number", "quantity"})
 
 _RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
+_AS_OPERATOR = re.compile(r"\(([\w.]+) as (\w+)\)")
+
+
+def _lenient(expression: str) -> str:
+    """``(x as T)`` and ``x.as(T)`` must see one value in FHIRPath, but search expressions apply them to
+    repeating elements (``Composition.relatesTo.target``): read them as ``x.ofType(T)``, as servers do."""
+    return _AS_OPERATOR.sub(r"\1.ofType(\2)", expression).replace(".as(", ".ofType(")
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def evaluator(expression: str) -> Evaluator:
     type is ``T``, which is what it means for a reference to a resource of type ``T``.
     """
     members = []
-    for member in _split_union(expression):
+    for member in _split_union(_lenient(expression)):
         match = _RESOLVE_IS.search(member)
         if match:
             members.append((fhirpath_compile(_RESOLVE_IS.sub("", member), models["r4"]), match.group(1)))
