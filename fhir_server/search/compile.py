@@ -72,7 +72,7 @@ def _date(field: Callable[[str], str], value: Value) -> Filter:
     within = {lo: {"$gte": start}, hi: {"$lte": end}}
     return {
         "eq": within,
-        "ne": {"$nor": [within]},
+        "ne": {lo: {"$exists": True}, "$nor": [within]},  # a resource without a value is not "not equal"
         "gt": {hi: {"$gt": end}},
         "lt": {lo: {"$lt": start}},
         "ge": {"$or": [{hi: {"$gt": end}}, within]},
@@ -98,7 +98,7 @@ def _number(field: Callable[[str], str], value: Value) -> Filter:
     slack = abs(number) * 0.1
     return {
         "eq": {v: {"$gte": low, "$lt": high}},
-        "ne": {"$nor": [{v: {"$gte": low, "$lt": high}}]},
+        "ne": {v: {"$exists": True}, "$nor": [{v: {"$gte": low, "$lt": high}}]},
         "gt": {v: {"$gt": number}}, "sa": {v: {"$gt": number}},
         "lt": {v: {"$lt": number}}, "eb": {v: {"$lt": number}},
         "ge": {v: {"$gte": number}}, "le": {v: {"$lte": number}},

@@ -136,9 +136,11 @@ def clause_matches(rid: str, last_updated: datetime | None, entries: dict[str, l
 
 
 def matches(query: SearchQuery, resource: dict[str, Any], last_updated: datetime | None = None,
-            lookup: Lookup | None = None, base_url: str = "", codes: frozenset[str] | None = None) -> bool:
-    """Does ``resource`` satisfy every clause (or only the clauses named in ``codes``)?"""
+            lookup: Lookup | None = None, base_url: str = "", codes: frozenset[str] | None = None,
+            entries: dict[str, list[Entry]] | None = None) -> bool:
+    """Does ``resource`` satisfy every clause (or only the clauses named in ``codes``)?
+    ``entries``: the resource's index entries, when the caller already has them."""
     rtype, rid = resource["resourceType"], resource.get("id", "")
-    entries = entries_of(resource)
+    entries = entries if entries is not None else entries_of(resource)
     return all(clause_matches(rid, last_updated, entries, c, lookup, base_url)
                for c in query.clauses(rtype) if codes is None or c.code in codes)

@@ -209,9 +209,8 @@ class Store:
                 self._wait_or_roll_forward(rtype, rid, base, attempt)
                 continue
             self._advance_current(rtype, rid, base, entry, search)
-            if base:
-                self.history.update_many({"t": rtype, "i": rid, "v": {"$lt": version}, "until": None},
-                                         {"$set": {"until": ts}})
+            if base:  # by _id, the one lookup every MongoDB-compatible server serves from an index
+                self.history.update_one({"_id": f"{rtype}/{rid}/{base}"}, {"$set": {"until": ts}})
             created = current is None or bool(current.get("d"))
             return Version(rtype, rid, version, ts, resource is None, body, method), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
