@@ -25,6 +25,9 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
             for target in param.targets if param.type == "reference" else ():
                 referrers.setdefault(target, []).append(f"{source}:{code}")
     type_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "type" in levels]
+    # operations served for one type only (Patient/$everything)
+    typed_ops = {t: [{"name": n, "definition": d}] for n, (d, levels) in operations.items()
+                 for t in levels if t not in ("type", "system")}
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         entry: dict[str, Any] = {
@@ -46,8 +49,8 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
             entry["searchRevInclude"] = referrers.get(rtype, [])
         if rtype in SCHEMA_ONLY:
             entry["documentation"] = "Validated against the R4 JSON schema only (its R4B model differs)."
-        if type_ops:
-            entry["operation"] = type_ops
+        if type_ops or rtype in typed_ops:
+            entry["operation"] = type_ops + typed_ops.get(rtype, [])
         resources.append(entry)
     system_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "system" in levels]
     rest: dict[str, Any] = {

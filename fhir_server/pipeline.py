@@ -163,6 +163,26 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
     return Result(200, body)
 
 
+def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[str, str]]) -> Result:
+    """``Patient/{id}/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html): the
+    patient and every resource in their compartment, with ``_since``, ``_type`` and ``_count``."""
+    check_id(rid)
+    _visible(svc.store.read("Patient", rid), f"Patient/{rid}")
+    members = list(dict.fromkeys(["Patient", *sorted(compartments()["Patient"])]))
+    wanted = [t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()]
+    types = [t for t in members if not wanted or t in wanted]
+    search_params: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "_since":
+            parse_instant(value)
+            search_params.append(("_lastUpdated", f"ge{value}"))
+        elif name in ("_count", "_cursor", "_type"):
+            search_params.append((name, value))
+    body = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types),
+                         search_params, compartment=("Patient", rid))
+    return Result(200, body)
+
+
 def validate_resource(svc: Services, ctx: RequestContext, body: bytes, rtype: str | None = None) -> Result:
     """``$validate`` (https://hl7.org/fhir/R4/resource-operation-validate.html): the OperationOutcome a
     write would give, nothing stored. The resource comes as the body or in a Parameters ``resource``."""

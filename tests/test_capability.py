@@ -69,8 +69,16 @@ def test_every_advertised_operation_works(fhir: Fhir) -> None:
     for operation in rest.get("operation", []):
         assert operation["name"] == "validate"
         assert fhir.post("$validate", patient).status_code == 200
+    names = set()
     for resource in rest["resource"]:
         for operation in resource.get("operation", []):
-            assert operation["name"] == "validate"
-            response = fhir.post(f"{resource['type']}/$validate", _example(resource["type"]))
-            assert response.json()["issue"][0]["severity"] == "information", (resource["type"], response.text)
+            names.add(operation["name"])
+            if operation["name"] == "validate":
+                response = fhir.post(f"{resource['type']}/$validate", _example(resource["type"]))
+                assert response.json()["issue"][0]["severity"] == "information", (resource["type"], response.text)
+            else:
+                assert (resource["type"], operation["name"]) == ("Patient", "everything")
+                rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
+                bundle = fhir.get(f"Patient/{rid}/$everything").json()
+                assert [e["resource"]["id"] for e in bundle["entry"]] == [rid]
+    assert names == {"validate", "everything"}

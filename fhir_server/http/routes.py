@@ -46,6 +46,9 @@ OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], .
         ("type", "/<rtype>/$validate", views.validate_type),
         ("system", "/$validate", views.validate_system),
     )),
+    "everything": ("http://hl7.org/fhir/OperationDefinition/Patient-everything", (
+        ("Patient", "/Patient/<rid>/$everything", views.everything),
+    )),
 }
 
 
@@ -65,5 +68,6 @@ def blueprint() -> Blueprint:
     bp.add_url_rule(COMPARTMENT_RULE, "search-compartment", views.search_compartment, methods=["GET"])
     for name, (_, rules) in OPERATIONS.items():
         for level, rule, view in rules:
-            bp.add_url_rule(rule, f"op-{name}-{level}", view, methods=["POST"])
+            methods = ["GET", "POST"] if name == "everything" else ["POST"]
+            bp.add_url_rule(rule, f"op-{name}-{level}", view, methods=methods)
     return bp

@@ -155,3 +155,8 @@ def search_system() -> Response:
 
 def search_compartment(ctype: str, cid: str, rtype: str) -> Response:
     return _searchset([rtype], f"{ctype}/{cid}/{rtype}", (ctype, cid))
+
+
+def everything(rid: str) -> Response:
+    result = pipeline.everything(_services(), _context(), rid, list(request.args.items(multi=True)))
+    return negotiation.render(result.body, request, result.status)

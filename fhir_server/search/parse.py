@@ -233,7 +233,7 @@ def parse(types: tuple[str, ...], params: list[tuple[str, str]], *, default_coun
             cursor = raw
             continue
         elif base in CONTROL:
-            if base not in ("_format", "_pretty"):
+            if base not in ("_format", "_pretty", "_type"):
                 continue
         else:
             found = {t: _clause(t, name, raw, strict) for t in types}

@@ -206,3 +206,17 @@ def test_search_text_never_becomes_an_operator(fhir: Fhir, data: dict[str, Any])
         response = fhir.get("Patient", params={"_tag": f"urn:test|{data['tag']}", "name": value})
         assert response.status_code == 200 and response.json()["total"] == 0, value
     assert fhir.get("Patient", params={"name:contains": ".*"}).json()["total"] == 0
+
+
+def test_patient_everything(fhir: Fhir, data: dict[str, Any]) -> None:
+    helene = data["patients"]["helene"]
+    bundle = fhir.get(f"Patient/{helene}/$everything").json()
+    kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
+    assert kinds == ["Observation"] * 3 + ["Patient"] and bundle["total"] == 4
+    only = fhir.get(f"Patient/{helene}/$everything", params={"_type": "Observation", "_count": "2"}).json()
+    assert len(only["entry"]) == 2 and only["total"] == 3
+    rest = fhir.get({link["relation"]: link["url"] for link in only["link"]}["next"]).json()
+    assert len(rest["entry"]) == 1
+    later = fhir.get(f"Patient/{helene}/$everything", params={"_since": "2999-01-01"}).json()
+    assert later["total"] == 0
+    assert_outcome(fhir.get(f"Patient/{uuid.uuid4()}/$everything"), 404, "not-found")
