@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_crud.py [--seconds 10] [--patients 2000] [--clients 1,8,32]
 
 What it does, all on 127.0.0.1:
-1. starts one FerretDB (fhir_server.storage.ferretdb) in a temporary directory;
+1. starts one FerretDB (fhir_server.storage.ferretdb) in a temporary directory (or uses the MongoDB
+   given with ``--mongodb-uri``, in a database of its own that it drops at the end);
 2. starts the FHIR server (``python -m fhir_server.cli serve``, gunicorn gthread) on it and seeds
    ``--patients`` French Patients through ``POST /fhir/Patient``;
 3. starts the baseline (bench/baseline_app.py under gunicorn, same worker class, workers and
@@ -185,7 +186,8 @@ def french_patient(rng: random.Random) -> dict[str, Any]:
                                                             if rng.random() < 0.4 else [])
     birth = date(1930, 1, 1) + timedelta(days=rng.randrange(0, 95 * 365))
     postal, city, commune = rng.choice(CITIES)
-    nir13 = f"{2 if female else 1}{birth.year % 100:02d}{birth.month:02d}{postal[:2]}{commune}{rng.randrange(1, 1000):03d}"
+    sex = 2 if female else 1
+    nir13 = f"{sex}{birth.year % 100:02d}{birth.month:02d}{postal[:2]}{commune}{rng.randrange(1, 1000):03d}"
     ins = f"{nir13}{97 - int(nir13) % 97:02d}"
     email_user = f"{given[0].lower()}.{family.lower()}".encode("ascii", "ignore").decode()
     return {
@@ -230,8 +232,14 @@ def seed(port: int, count: int, rng: random.Random) -> list[str]:
             raise RuntimeError(f"seeding: POST /fhir/Patient answered {status}: {data[:500]!r}")
         return str(json.loads(data)["id"])
 
+    ids: list[str] = []
+    started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(create, bodies))
+        for rid in pool.map(create, bodies):
+            ids.append(rid)
+            if len(ids) % 500 == 0 and len(ids) < count:
+                print(f"  seeded {len(ids)}/{count} ({time.monotonic() - started:.0f}s)", flush=True)
+    return ids
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -277,7 +285,7 @@ class Run:
         return sum(c for s, c in self.statuses.items() if not 200 <= s < 300) + sum(self.socket_errors.values())
 
     def cpu_ms_per_request(self, what: str) -> float:
-        return self.cpu[what] * 1000 / self.requests if self.requests else float("nan")
+        return self.cpu[what] * 1000 / self.requests if self.requests and what in self.cpu else float("nan")
 
     @property
     def machine_busy(self) -> float:
@@ -289,7 +297,7 @@ class Run:
         if not self.cpu["total"]:
             return float("nan")
         ticks = os.sysconf("SC_CLK_TCK")
-        ours = self.cpu["app"] + self.cpu["db"] + self.cpu["wrk"]
+        ours = self.cpu["app"] + self.cpu.get("db", 0.0) + self.cpu["wrk"]
         return max(0.0, self.cpu["busy"] / ticks - ours) / (self.cpu["total"] / ticks)
 
     def to_json(self) -> dict[str, Any]:
@@ -323,7 +331,7 @@ def uncorrect(hist: Counter[int], duration_us: int, requests: int, connections: 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path, ids_file: Path, bodies_file: Path,
-                 ferret: FerretDB, server: Service, baseline: Service) -> None:
+                 ferret: FerretDB | None, server: Service, baseline: Service) -> None:
         self.args, self.work = args, work
         self.ids_file, self.bodies_file = ids_file, bodies_file
         self.ferret, self.server, self.baseline = ferret, server, baseline
@@ -344,9 +352,10 @@ class Bench:
         threads = min(self.args.wrk_threads, clients)
         argv = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", f"{WRK_TIMEOUT_S}s",
                 "-s", str(LUA), f"http://127.0.0.1:{service.port}"]
-        assert self.ferret.process is not None and service.process is not None
+        assert service.process is not None
+        db_pid = self.ferret.process.pid if self.ferret and self.ferret.process else None  # None: external
         app_before = cpu_seconds_of_group(service.process.pid)
-        db_before = cpu_seconds_of_group(self.ferret.process.pid)
+        db_before = cpu_seconds_of_group(db_pid) if db_pid else 0.0
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy_before, total_before = machine_cpu()
         with open(self.work / "wrk.log", "ab") as log:
@@ -361,7 +370,7 @@ class Bench:
         busy_after, total_after = machine_cpu()
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         app_after = cpu_seconds_of_group(service.process.pid)
-        db_after = cpu_seconds_of_group(self.ferret.process.pid)
+        db_after = cpu_seconds_of_group(db_pid) if db_pid else 0.0
         if code != 0 or not out.exists():
             raise RuntimeError(f"wrk failed ({code}): {' '.join(argv)}; see {self.work / 'wrk.log'}")
         data = json.loads(out.read_text())
@@ -370,7 +379,7 @@ class Bench:
                   latency_us=uncorrect(hist, data["duration_us"], data["requests"], clients),
                   statuses=Counter({int(k): v for k, v in data["statuses"].items()}),
                   socket_errors=Counter({k: v for k, v in data["errors"].items() if k != "status" and v}))
-        run.cpu.update({"app": app_after - app_before, "db": db_after - db_before,
+        run.cpu.update({"app": app_after - app_before, **({"db": db_after - db_before} if db_pid else {}),
                         "wrk": (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime),
                         "busy": busy_after - busy_before, "total": total_after - total_before})
         return run
@@ -425,7 +434,7 @@ def environment() -> dict[str, str]:
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "FerretDB": f"{FERRETDB_VERSION} (SQLite backend)",
+        "database": f"FerretDB {FERRETDB_VERSION} (SQLite backend), started by the benchmark",
         "wrk": wrk_version,
         "fhir-server commit": commit,
     }
@@ -457,7 +466,8 @@ def report(results: dict[tuple[str, int], dict[str, Run]], args: argparse.Namesp
         lines.append(
             f"| {op} | {clients} | {fmt(s.throughput)} | {fmt(s.percentile_ms(50), 2)} | {fmt(s.percentile_ms(99), 2)} "
             f"| {s.errors} | {fmt(b.throughput)} | {fmt(b.percentile_ms(50), 2)} | {fmt(b.percentile_ms(99), 2)} "
-            f"| {b.errors} | **{ratio(s.throughput, b.throughput)}** | {ratio(s.percentile_ms(50), b.percentile_ms(50))} "
+            f"| {b.errors} | **{ratio(s.throughput, b.throughput)}** "
+            f"| {ratio(s.percentile_ms(50), b.percentile_ms(50))} "
             f"| {ratio(s.percentile_ms(99), b.percentile_ms(99))} |")
     lines += [
         "",
@@ -465,7 +475,8 @@ def report(results: dict[tuple[str, int], dict[str, Run]], args: argparse.Namesp
         "around each run; `busy` is the whole machine's CPU use during the runs (100% = all cores), `others` the "
         "part of it not spent by these three processes (other users of the machine: noise):",
         "",
-        "| op | clients | server app | FerretDB | wrk | busy | others | baseline app | FerretDB | wrk | busy | others |",
+        "| op | clients | server app | FerretDB | wrk | busy | others "
+        "| baseline app | FerretDB | wrk | busy | others |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (op, clients), sides in results.items():
@@ -482,6 +493,10 @@ def report(results: dict[tuple[str, int], dict[str, Run]], args: argparse.Namesp
             r = sides["server"].throughput / sides["baseline"].throughput if sides["baseline"].throughput else 0
             verdicts.append(f"{clients} clients: {r:.2f} {'met' if r >= READ_TARGET else 'NOT met'}")
         lines += ["", f"Read target (server >= {READ_TARGET} x baseline throughput): " + "; ".join(verdicts) + "."]
+        app_only = [f"{c} clients: " + ratio(sides["baseline"].cpu_ms_per_request("app"),
+                                             sides["server"].cpu_ms_per_request("app")) for c, sides in reads]
+        lines += ["", "Application CPU per read, baseline / server (the throughput ratio if the database cost nothing "
+                  "and the application's CPU were the limit): " + "; ".join(app_only) + "."]
     details = []
     for (op, clients), sides in results.items():
         for side, run in sides.items():
@@ -511,6 +526,15 @@ def ensure_wrk() -> None:
     sys.exit(explain)
 
 
+def _drop_database(uri: str, database: str) -> None:
+    from pymongo import MongoClient
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(database)
+    except Exception as error:  # noqa: BLE001 - clean-up is best effort
+        print(f"could not drop the database {database} on {uri}: {error}", file=sys.stderr)
+
+
 @contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """SIGTERM and SIGHUP unwind like Ctrl-C, so the finally blocks stop every process."""
@@ -538,6 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=1,
                         help="wrk threads (default 1: leaves the cores to what is measured)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per side and op (default 2)")
+    parser.add_argument("--mongodb-uri", help="benchmark on this MongoDB instead of starting a FerretDB "
+                        "(a database fhir_bench_<pid> is created there and dropped at the end)")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs, wrk output)")
     args = parser.parse_args(argv)
@@ -554,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_wrk()
     env_info = environment()
+    if args.mongodb_uri:
+        env_info["database"] = "external, given with --mongodb-uri (its CPU is not measured)"
     print("# fhir-server CRUD benchmark\n")
     for key, value in env_info.items():
         print(f"- {key}: {value}")
@@ -567,16 +595,22 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fhir-bench-"))
     ferret: FerretDB | None = None
+    database = f"fhir_bench_{os.getpid()}" if args.mongodb_uri else DATABASE
     services: list[Service] = []
     bench: Bench | None = None
     failed = True
     try:
         with signals_as_interrupts():
-            ferret = FerretDB(work / "ferretdb").start()
-            common = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+            if args.mongodb_uri:
+                uri = args.mongodb_uri
+            else:
+                ferret = FerretDB(work / "ferretdb").start()
+                uri = ferret.uri
+            pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+            common = {**os.environ, "PYTHONPATH": pythonpath}
             server_port, baseline_port = free_port(), free_port()
             server = Service("server", [sys.executable, "-m", "fhir_server.cli", "serve"],
-                             {**common, "FHIR_MONGODB_URI": ferret.uri, "FHIR_MONGODB_DATABASE": DATABASE,
+                             {**common, "FHIR_MONGODB_URI": uri, "FHIR_MONGODB_DATABASE": database,
                               "FHIR_HOST": "127.0.0.1", "FHIR_PORT": str(server_port),
                               "FHIR_WORKERS": str(args.workers), "FHIR_THREADS": str(args.threads),
                               "FHIR_SECRET": os.urandom(16).hex()},
@@ -589,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "--graceful-timeout", "10", "--keep-alive", "5", "--log-level", "info",
                                 "--no-control-socket",
                                 "--bind", f"127.0.0.1:{baseline_port}", "baseline_app:create_app()"],
-                               {**common, "BASELINE_MONGODB_URI": ferret.uri, "BASELINE_DATABASE": DATABASE,
+                               {**common, "BASELINE_MONGODB_URI": uri, "BASELINE_DATABASE": database,
                                 "BASELINE_COLLECTION": "baseline_Patient"},
                                baseline_port, "/readyz", work, work)
             services.append(baseline)
@@ -656,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
             service.stop()
         if ferret is not None:
             ferret.stop()
+        elif args.mongodb_uri:
+            _drop_database(args.mongodb_uri, database)
         if args.keep or failed:
             print(f"work directory kept: {work}", file=sys.stderr)
         else:

@@ -72,6 +72,10 @@ def serve(config: Config) -> None:
                 "worker_class": "gthread", "timeout": 120, "graceful_timeout": 10, "keepalive": 5,
                 "limit_request_line": 8190, "loglevel": config.log_level.lower(),
             }
+            # gunicorn 24+ opens a control socket at one fixed per-user path: several servers on one
+            # host (tests, benchmarks) would fight over it, and nothing here uses it.
+            if "control_socket_disable" in self.cfg.settings:
+                settings["control_socket_disable"] = True
             for key, value in settings.items():
                 self.cfg.set(key, value)
 

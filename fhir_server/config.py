@@ -33,8 +33,9 @@ class Config:
     max_count: int = 1000
     # Signs paging cursors; random per process when unset (set it when running several workers).
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
-    # Large resources are stored zlib-compressed above this size (keeps documents under 16 MB).
-    compress_above_bytes: int = 1024 * 1024
+    # Resources above this size are stored zlib-compressed: documents stay under MongoDB's 16 MB, and
+    # large conformance resources cost far less to store and to scan (FerretDB scans).
+    compress_above_bytes: int = 8 * 1024
     log_level: str = "INFO"
 
     @classmethod

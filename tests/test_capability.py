@@ -32,6 +32,9 @@ def _exercise(fhir: Fhir, rtype: str, interactions: set[str]) -> None:
         assert fhir.get(f"{rtype}/{rid}/_history/2").json()["meta"]["versionId"] == "2"
     if "history-instance" in interactions:
         assert fhir.get(f"{rtype}/{rid}/_history").json()["total"] == 2
+    if "search-type" in interactions:
+        found = fhir.get(rtype, params={"_id": rid}).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [rid], (rtype, found)
     if "history-type" in interactions:
         assert fhir.get(f"{rtype}/_history", params={"_count": "1"}).json()["type"] == "history"
     if "delete" in interactions:
@@ -57,10 +60,11 @@ def test_every_advertised_interaction_works(fhir: Fhir) -> None:
         assert resource["versioning"] == "versioned-update"
         _exercise(fhir, resource["type"], interactions)
         exercised |= interactions
-    assert exercised == {"read", "vread", "update", "delete", "history-instance", "history-type", "create"}
-    for interaction in rest["interaction"]:
-        assert interaction["code"] == "history-system"
-        assert fhir.get("_history", params={"_count": "1"}).json()["type"] == "history"
+    assert exercised == {"read", "vread", "update", "delete", "history-instance", "history-type", "create",
+                         "search-type"}
+    assert {i["code"] for i in rest["interaction"]} == {"history-system", "search-system"}
+    assert fhir.get("_history", params={"_count": "1"}).json()["type"] == "history"
+    assert fhir.get("", params={"_type": "Patient", "_count": "1"}).json()["type"] == "searchset"
 
 
 def test_every_advertised_operation_works(fhir: Fhir) -> None:

@@ -36,7 +36,8 @@ def _model(rtype: str) -> Any:
 def _contains_schema_only(node: Any) -> bool:
     """True when a nested resource (contained, Bundle entry ...) is of a SCHEMA_ONLY type."""
     if isinstance(node, dict):
-        if node.get("resourceType") in SCHEMA_ONLY:
+        kind = node.get("resourceType")
+        if isinstance(kind, str) and kind in SCHEMA_ONLY:
             return True
         return any(_contains_schema_only(v) for v in node.values() if isinstance(v, (dict, list)))
     if isinstance(node, list):

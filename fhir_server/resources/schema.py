@@ -36,7 +36,7 @@ def _fhir_resource(validator: Any, _value: Any, instance: Any, _schema: Any) -> 
         yield ValidationError(f"{instance!r} is not a resource (a JSON object)", validator="type")
         return
     rtype = instance.get("resourceType")
-    if rtype not in RESOURCE_TYPES:
+    if not isinstance(rtype, str) or rtype not in RESOURCE_TYPES:
         yield ValidationError(f"unknown resourceType {rtype!r}", validator="const")
         return
     yield from validator.descend(instance, {"$ref": f"#/definitions/{rtype}"})

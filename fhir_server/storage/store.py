@@ -82,7 +82,7 @@ Indexer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Store:
-    def __init__(self, db: Database[Any], compress_above: int = 1 << 20, indexer: Indexer | None = None) -> None:
+    def __init__(self, db: Database[Any], compress_above: int = 8 << 10, indexer: Indexer | None = None) -> None:
         self.db = db
         self.history = db[HISTORY]
         self.compress_above = compress_above
@@ -192,7 +192,8 @@ class Store:
         current_coll = self.db[rtype]
         search = self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
         for attempt in range(MAX_WRITE_ATTEMPTS):
-            current = current_coll.find_one({"_id": rid}, {"v": 1, "d": 1})
+            # a create's id is new: nothing to read (a clash would surface as a duplicate version)
+            current = None if method == "POST" else current_coll.find_one({"_id": rid}, {"v": 1, "d": 1})
             base = current["v"] if current else 0
             if if_match is not None and (current is None or current.get("d") or base != if_match):
                 raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")

@@ -32,3 +32,9 @@ def test_model_defers_element_names_and_patterns_to_the_schema() -> None:
     assert model_issues({"resourceType": "Patient", "extension": [ext]}) == []
     assert model_issues({"resourceType": "CodeSystem", "status": "active", "content": "complete",
                          "concept": [{"code": "KIDN\u00a0"}]}) == []
+
+
+@pytest.mark.parametrize("odd", [{"resourceType": []}, {"resourceType": {}}, {"resourceType": 5}])
+def test_odd_nested_resource_types_do_not_crash(odd: dict) -> None:
+    model_issues({"resourceType": "Patient", "id": odd})
+    model_issues({"resourceType": "Patient", "contained": [odd]})
