@@ -75,8 +75,9 @@ def _date(field: Callable[[str], str], value: Value) -> Filter:
         "ne": {lo: {"$exists": True}, "$nor": [within]},  # a resource without a value is not "not equal"
         "gt": {hi: {"$gt": end}},
         "lt": {lo: {"$lt": start}},
-        "ge": {"$or": [{hi: {"$gt": end}}, within]},
-        "le": {"$or": [{lo: {"$lt": start}}, within]},
+        # ge/le also state a one-field bound every match meets, which an index on that bound serves
+        "ge": {hi: {"$gt": start}, "$or": [{hi: {"$gt": end}}, within]},
+        "le": {lo: {"$lt": end}, "$or": [{lo: {"$lt": start}}, within]},
         "sa": {lo: {"$gte": end}},
         "eb": {hi: {"$lte": start}},
     }.get(value.prefix) or _approximately(lo, hi, start, end)

@@ -41,18 +41,26 @@ HISTORY_INDEXES = {
 }
 # Indexes on the current collections for the searches the DMP makes most (by patient, identifier,
 # code, date); MongoDB uses them, FerretDB's SQLite backend scans (see README).
-_PATIENT = ["compartments", "search.patient.r"]
+_PATIENT = ["compartments", "search.patient.r", "ts"]
+
+
+def _dates(code: str) -> list[str]:
+    return [f"search.{code}.lo", f"search.{code}.hi"]
+
+
 SEARCH_INDEXES: dict[str, list[str]] = {
-    "Patient": ["search.identifier.k", "search.family.f", "search.birthdate.lo"],
+    "Patient": ["search.identifier.k", "search.family.f", "search.name.f", *_dates("birthdate")],
     "Practitioner": ["search.identifier.k"], "Organization": ["search.identifier.k"],
     "PractitionerRole": ["search.practitioner.r"],
-    **{t: [*_PATIENT, "search.code.k", "search.date.lo"] for t in (
-        "AllergyIntolerance", "Condition", "Procedure", "Observation", "DiagnosticReport", "Encounter")},
-    "MedicationStatement": [*_PATIENT, "search.code.k", "search.effective.lo"],
-    "DocumentReference": [*_PATIENT, "search.type.k", "search.date.lo", "search.identifier.k"],
+    **{t: [*_PATIENT, "search.code.k", *_dates("date")] for t in (
+        "AllergyIntolerance", "Procedure", "Observation", "DiagnosticReport")},
+    "Encounter": [*_PATIENT, "search.type.k", *_dates("date")],
+    "Condition": [*_PATIENT, "search.code.k", *_dates("onset-date")],
+    "MedicationStatement": [*_PATIENT, "search.code.k", *_dates("effective")],
+    "DocumentReference": [*_PATIENT, "search.type.k", "search.identifier.k", *_dates("date")],
     "List": [*_PATIENT, "search.code.k"], "Composition": [*_PATIENT, "search.type.k"],
-    "Consent": [*_PATIENT], "AuditEvent": ["search.patient.r", "search.date.lo"],
-    "ExplanationOfBenefit": [*_PATIENT, "search.created.lo"],
+    "Consent": [*_PATIENT], "AuditEvent": ["search.patient.r", *_dates("date")],
+    "ExplanationOfBenefit": [*_PATIENT, *_dates("created")],
 }
 # A version claimed in history but not yet in the current collection is given this long to land
 # before another writer treats its writer as dead and rolls it forward.
