@@ -18,7 +18,9 @@ What it does, all on 127.0.0.1:
 
 Every cell gives each side ``--seconds`` of load, split in two halves run in the order
 server, baseline, baseline, server (ABBA), so a drift of the (shared, noisy) machine hits both
-sides alike. The halves are merged exactly: wrk's latency histograms are summed.
+sides alike. The halves are merged exactly: wrk's latency histograms are summed. After every wrk run
+the script waits for the application and the database to be idle again, so that the requests left in
+flight do not load the next run.
 
 Not a test: it asserts nothing about the figures, it prints them. It exits non-zero only when it
 cannot measure (no wrk, a process that does not start, a baseline that does not serve the same bytes).
@@ -371,18 +373,42 @@ class Bench:
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         app_after = cpu_seconds_of_group(service.process.pid)
         db_after = cpu_seconds_of_group(db_pid) if db_pid else 0.0
+        self.settle()
         if code != 0 or not out.exists():
             raise RuntimeError(f"wrk failed ({code}): {' '.join(argv)}; see {self.work / 'wrk.log'}")
         data = json.loads(out.read_text())
         hist = Counter({int(v): int(c) for v, c in data["latency_us"]})
+        raw = uncorrect(hist, data["duration_us"], data["requests"], clients)
+        if sum(raw.values()) != data["requests"]:
+            print(f"(latency histogram of {out.name} holds {sum(raw.values())} of {data['requests']} requests)",
+                  end=" ", flush=True)
         run = Run(requests=data["requests"], duration_us=data["duration_us"],
-                  latency_us=uncorrect(hist, data["duration_us"], data["requests"], clients),
+                  latency_us=raw,
                   statuses=Counter({int(k): v for k, v in data["statuses"].items()}),
                   socket_errors=Counter({k: v for k, v in data["errors"].items() if k != "status" and v}))
         run.cpu.update({"app": app_after - app_before, **({"db": db_after - db_before} if db_pid else {}),
                         "wrk": (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime),
                         "busy": busy_after - busy_before, "total": total_after - total_before})
         return run
+
+    def settle(self, max_wait: float = 120.0) -> None:
+        """Wait until the requests wrk left in flight are done (the application and the database idle).
+
+        When wrk stops, the requests the side has already accepted still run (up to --clients of
+        them); with slow database calls they would load the next run for seconds.
+        """
+        groups = [s.process.pid for s in (self.server, self.baseline) if s.process]
+        if self.ferret and self.ferret.process:
+            groups.append(self.ferret.process.pid)
+        deadline = time.monotonic() + max_wait
+        before = sum(cpu_seconds_of_group(g) for g in groups)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = sum(cpu_seconds_of_group(g) for g in groups)
+            if now - before < 0.05:  # under 10 % of a core
+                return
+            before = now
+        print(f"(still busy {max_wait:.0f}s after the load stopped)", end=" ", flush=True)
 
     def cell(self, op: str, clients: int) -> dict[str, Run]:
         """ABBA: server, baseline, baseline, server, each half of --seconds."""
@@ -394,7 +420,6 @@ class Bench:
         results = {"server": Run(), "baseline": Run()}
         for side, seconds in order:
             results[side].add(self.wrk(side, op, clients, seconds))
-            time.sleep(0.5)
         return results
 
     def warm_up(self, op: str) -> None:
@@ -624,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "--no-control-socket",
                                 "--bind", f"127.0.0.1:{baseline_port}", "baseline_app:create_app()"],
                                {**common, "BASELINE_MONGODB_URI": uri, "BASELINE_DATABASE": database,
-                                "BASELINE_COLLECTION": "baseline_Patient"},
+                                "BASELINE_COLLECTION": "baseline_Patient", "PYTHONDONTWRITEBYTECODE": "1"},
                                baseline_port, "/readyz", work, work)
             services.append(baseline)
             baseline.start()
