@@ -30,6 +30,8 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from fhir_server.search.registry import split_union  # noqa: E402 - the same splitting the server uses
 CACHE = Path(os.environ.get("FHIR_SPEC_CACHE", ROOT / ".cache" / "spec"))
 DATA = ROOT / "fhir_server" / "data"
 
@@ -150,27 +152,12 @@ RESOURCE_LEVEL = {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_sour
                   "_query", "_list", "_has", "_type", "_filter"}
 
 
-def _union_members(expression: str) -> list[str]:
-    """Split a FHIRPath union ``a | b | (c as X)`` at its top level."""
-    members, depth, current = [], 0, ""
-    for char in expression:
-        depth += char == "("
-        depth -= char == ")"
-        if char == "|" and depth == 0:
-            members.append(current.strip())
-            current = ""
-        else:
-            current += char
-    members.append(current.strip())
-    return [m for m in members if m]
-
-
 def _for_base(expression: str, base: str) -> str:
     """The members of a shared expression that apply to ``base`` (``Observation.subject | Condition...``)."""
     def applies(member: str) -> bool:
         path = member.lstrip("(")
         return path == base or path.startswith(base + ".")
-    return " | ".join(m for m in _union_members(expression) if applies(m))
+    return " | ".join(m for m in split_union(expression) if applies(m))
 
 
 def build_search_parameters(examples: Path, types: list[str]) -> None:

@@ -109,11 +109,26 @@ def _number(field: Callable[[str], str], value: Value) -> Filter:
 
 def _quantity(field: Callable[[str], str], value: Value) -> Filter:
     condition = _number(field, value)
-    if len(value.parts) == 3 and (value.parts[1] or value.parts[2]):
-        system, code = value.parts[1], value.parts[2]
-        key = f"{system}|{code}" if system and code else (f"{system}|" if system else code)
-        condition = _and([condition, {field("k"): key}])
-    return condition
+    key = quantity_key(value)
+    return _and([condition, {field("k"): key}]) if key else condition
+
+
+def quantity_key(value: Value) -> str | None:
+    """The unit a quantity search names (``number|system|code``), as indexed: ``system|code``, or a
+    code or unit alone, or None."""
+    if len(value.parts) != 3 or not (value.parts[1] or value.parts[2]):
+        return None
+    system, code = value.parts[1], value.parts[2]
+    return f"{system}|{code}" if system and code else (f"{system}|" if system else code)
+
+
+def local_reference(value: Value, base_url: str) -> str:
+    """A reference search value relative to this server: its base and any ``/_history/n`` removed."""
+    ref = "|".join(value.parts)
+    if base_url and ref.startswith(base_url + "/"):
+        ref = ref[len(base_url) + 1:]
+    parts = ref.split("/")
+    return "/".join(parts[:-2]) if len(parts) >= 4 and parts[-2] == "_history" else ref
 
 
 def _uri(field: Callable[[str], str], modifier: str | None, value: Value) -> Filter:
@@ -136,12 +151,7 @@ class Compiler:
                    value: Value) -> Filter:
         if modifier == "identifier":
             return {field("k"): token_key(value.parts)}
-        ref = "|".join(value.parts)
-        if self.base_url and ref.startswith(self.base_url + "/"):
-            ref = ref[len(self.base_url) + 1:]
-        parts = ref.split("/")
-        if len(parts) >= 4 and parts[-2] == "_history":
-            ref = "/".join(parts[:-2])
+        ref = local_reference(value, self.base_url)
         if modifier:  # :Type
             return {field("r"): f"{modifier}/{ref.rsplit('/', 1)[-1]}"}
         if "/" in ref or ref.startswith(("urn:", "http:", "https:")):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .compile import token_key
+from .compile import local_reference, quantity_key, token_key
 from .dates import parse_period
 from .index import Entry, entries_of, fold, number_range, token_keys
 from .parse import Clause, SearchQuery, Value
@@ -44,22 +44,14 @@ def _number(entry: Entry, value: Value) -> bool:
 def _quantity(entry: Entry, value: Value) -> bool:
     if not _number(entry, value):
         return False
-    if len(value.parts) == 3 and (value.parts[1] or value.parts[2]):
-        system, code = value.parts[1], value.parts[2]
-        key = f"{system}|{code}" if system and code else (f"{system}|" if system else code)
-        return key in token_keys(entry) or key == entry.get("u")
-    return True
+    key = quantity_key(value)
+    return key is None or key in token_keys(entry) or key == entry.get("u")
 
 
 def _reference(entry: Entry, modifier: str | None, value: Value, targets: tuple[str, ...], base_url: str) -> bool:
     if modifier == "identifier":
         return "c" in entry and token_key(value.parts) in token_keys(entry)
-    ref = "|".join(value.parts)
-    if base_url and ref.startswith(base_url + "/"):
-        ref = ref[len(base_url) + 1:]
-    parts = ref.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        ref = "/".join(parts[:-2])
+    ref = local_reference(value, base_url)
     held = {entry.get("r"), entry.get("u")}
     if entry.get("v"):
         held.add(f"{entry.get('u')}|{entry['v']}")

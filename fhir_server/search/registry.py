@@ -99,7 +99,7 @@ def evaluator(expression: str) -> Evaluator:
     type is ``T``, which is what it means for a reference to a resource of type ``T``.
     """
     members = []
-    for member in _split_union(_lenient(expression)):
+    for member in split_union(_lenient(expression)):
         match = _RESOLVE_IS.search(member)
         if match:
             members.append((fhirpath_compile(_RESOLVE_IS.sub("", member), models["r4"]), match.group(1)))
@@ -127,7 +127,8 @@ def _reference_type(reference: dict[str, Any]) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _split_union(expression: str) -> list[str]:
+def split_union(expression: str) -> list[str]:
+    """Split a FHIRPath union ``a | b | (c as X)`` at its top level."""
     members, depth, current = [], 0, ""
     for char in expression:
         depth += char == "("
