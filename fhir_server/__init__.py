@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 def create_app(config: Any = None, **overrides: Any) -> Any:
     """The Flask application (no module-level app). ``config`` is a Config; ``overrides`` its fields."""
-    from flask import Flask, Response
+    from flask import Flask, Response, request
 
     from .config import Config
     from .http import errors, routes
@@ -30,7 +30,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
 
     @fhir.before_request
     def negotiate() -> None:
-        response_type(__import__("flask").request)  # 406 before any work
+        response_type(request)  # 406 before any work
 
     app.register_blueprint(fhir, url_prefix="/fhir")
 

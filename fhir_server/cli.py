@@ -51,7 +51,7 @@ def _stop_stale(pid_file: Path) -> None:
         if "ferretdb" in Path(f"/proc/{pid}/cmdline").read_text():
             os.kill(pid, signal.SIGKILL)
     except (OSError, ValueError):
-        pass
+        return  # no pid file, or its process is gone: nothing stale
 
 
 def serve(config: Config) -> None:

@@ -11,6 +11,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import FhirError, Issue, ServiceUnavailable, operation_outcome
+from ..storage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         # The database being out of reach is a 503 the client may retry; anything else is our bug.
-        from pymongo.errors import ConnectionFailure
-        if isinstance(error, ConnectionFailure):
+        if isinstance(error, DatabaseUnavailable):
             log.warning("database unreachable: %s", error)
             return fhir_error(ServiceUnavailable("the database is unreachable; try again shortly"))
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 
 from ..resources.version import Version, instant
 from .store import Store
 
-__all__ = ["Store", "Version", "instant", "connect"]
+__all__ = ["DatabaseUnavailable", "Store", "Version", "connect", "instant"]
 
 
 def connect(uri: str, database: str, compress_above: int) -> Store:

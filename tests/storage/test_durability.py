@@ -44,3 +44,20 @@ def test_acknowledged_writes_survive_kill_9_of_server_and_database(tmp_path: Pat
     finally:
         server.kill()
         ferret.stop()
+
+
+def test_an_unreachable_database_is_a_503_not_a_500(tmp_path: Path) -> None:
+    ferret = FerretDB(tmp_path / "db").start()
+    server = LiveServer(ferret.uri, "gone", tmp_path).start()
+    try:
+        fhir = Fhir(server.base)
+        rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
+        ferret.stop()
+        response = fhir.get(f"Patient/{rid}")
+        assert response.status_code == 503, response.text
+        assert response.json()["issue"][0]["code"] == "transient"
+        import requests
+        assert requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=30).status_code == 503
+    finally:
+        server.kill()
+        ferret.stop()
