@@ -7,7 +7,7 @@ The build applies two one-line changes (``PATCHES``) to FerretDB's SQLite backen
 documents up by ``_id`` with the path ``->'$._id'`` while its ``_id`` index is on ``->"_id"``, so SQLite
 cannot use the index and every lookup scans the whole table (97 ms instead of 4 ms for 1,500 documents
 of 20 KB, measured here); and it pushes ``_id`` down only when the filter has no other key (FerretDB's
-own TODO, issue 3235), so a compare-and-swap ``{_id, v}`` scans in Go. FerretDB re-applies the full
+open issue 3235), so a compare-and-swap ``{_id, v}`` scans in Go. FerretDB re-applies the full
 filter to whatever the backend returns, so pushing ``_id`` down more often changes no result.
 """
 from __future__ import annotations
