@@ -8,29 +8,43 @@ __version__ = "0.1.0"
 
 def create_app(config: Any = None, **overrides: Any) -> Any:
     """The Flask application (no module-level app). ``config`` is a Config; ``overrides`` its fields."""
-    from flask import Flask, Response, request
+    from flask import Flask, Response, g, request
 
+    from .auth.bearer import authenticate
+    from .auth.server import build as smart_server
+    from .auth.tokens import KeyRing
     from .config import Config
-    from .http import errors, routes
+    from .context import DEVELOPMENT
+    from .http import errors, oauth, routes
     from .http.negotiation import response_type
     from .pipeline import Services
-    from .storage import connect
+    from .storage import AuthStore, connect
 
     config = config or Config.load(**overrides)
     if not config.mongodb_uri:
         raise ValueError("create_app needs FHIR_MONGODB_URI (the `fhir-server serve` command starts a local FerretDB)")
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, SECRET_KEY=config.secret,
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_NAME="fhir_auth_session")
     store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
     store.ensure_indexes()
     app.extensions["fhir"] = Services(config, store)
     app.extensions["fhir-capability"] = routes.capability_statement()
+    auth_store = AuthStore(store.db)
+    auth_store.ensure_indexes()
+    smart = app.extensions["fhir-smart"] = smart_server(auth_store, KeyRing(auth_store), oauth.fhir_base)
+    app.register_blueprint(oauth.blueprint())
 
     fhir = routes.blueprint()
 
     @fhir.before_request
     def negotiate() -> None:
         response_type(request)  # 406 before any work
+        if config.auth == "off":
+            g.who = DEVELOPMENT
+        elif request.endpoint != "fhir.metadata":  # the CapabilityStatement is public
+            g.who = authenticate(request.headers.get("Authorization"), smart)
 
     app.register_blueprint(fhir, url_prefix="/fhir")
 

@@ -95,17 +95,100 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--workers", type=int)
     db_cmd = commands.add_parser("db", help="database maintenance")
     db_cmd.add_argument("action", choices=["indexes"])
+    _auth_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     config = Config.load(**{k: getattr(args, k, None) for k in ("host", "port", "workers")})
+    if args.command == "serve" and config.auth == "off" and not _loopback(config.host):
+        sys.exit(f"FHIR_AUTH=off is for local development only: refusing to listen on {config.host}")
     with database(config) as config:
         if args.command == "serve":
+            if config.auth == "off":
+                print("WARNING: FHIR_AUTH=off: no access control at all; local development only", flush=True)
             serve(config)
-        elif args.action == "indexes":
+        elif args.command == "db":
             from .storage import connect
             connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).ensure_indexes()
             print("indexes in place")
+        else:
+            _auth_command(config, args)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _auth_commands(commands: Any) -> None:
+    clients = commands.add_parser("clients", help="register and list SMART client applications")
+    clients_actions = clients.add_subparsers(dest="action", required=True)
+    add = clients_actions.add_parser("add", help="register a client; prints its id on the last line")
+    add.add_argument("--name", required=True)
+    kind = add.add_mutually_exclusive_group()
+    kind.add_argument("--public", dest="kind", action="store_const", const="public")
+    kind.add_argument("--confidential", dest="kind", action="store_const", const="confidential")
+    add.add_argument("--redirect-uri", action="append", default=[])
+    add.add_argument("--jwks-file", help="public keys (JWKS) for private_key_jwt: backend services")
+    add.add_argument("--scope", default="openid fhirUser launch launch/patient offline_access online_access "
+                     "patient/*.cruds user/*.cruds")
+    add.add_argument("--operator", action="store_true", help="a backend service that administers the server")
+    clients_actions.add_parser("list")
+    users = commands.add_parser("users", help="local users (development and tests)")
+    users_actions = users.add_subparsers(dest="action", required=True)
+    user = users_actions.add_parser("add")
+    user.add_argument("--username", required=True)
+    user.add_argument("--password", required=True)
+    user.add_argument("--kind", required=True, choices=["patient", "representative", "practitioner"])
+    user.add_argument("--fhir-user", required=True, help="Patient/1, Practitioner/2, RelatedPerson/3")
+    for option in ("--name", "--patient", "--rpps", "--profession", "--organization"):
+        user.add_argument(option)
+    users_actions.add_parser("list")
+    token = commands.add_parser("token", help="print an access token signed with the server's key")
+    token.add_argument("--scope", required=True)
+    token.add_argument("--fhir-user")
+    token.add_argument("--patient")
+    token.add_argument("--purpose", default="TREAT", choices=["TREAT", "BTG", "ETREAT"])
+    token.add_argument("--client", default="fhir-server-cli")
+    token.add_argument("--expires", type=int, default=300)
+    keys = commands.add_parser("keys", help="the token signing keys")
+    keys.add_argument("action", choices=["rotate", "list"])
+
+
+def _auth_command(config: Config, args: argparse.Namespace) -> None:
+    from .auth import admin
+    from .auth.tokens import KeyRing
+    from .storage import AuthStore, connect
+
+    store = AuthStore(connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).db)
+    if args.command == "clients" and args.action == "add":
+        jwks = admin.load_jwks(args.jwks_file) if args.jwks_file else None
+        kind = args.kind or ("asymmetric" if jwks else "public")
+        if jwks and kind != "asymmetric":
+            sys.exit("--jwks-file registers an asymmetric client: leave out --public / --confidential")
+        client_id, secret = admin.add_client(store, args.name, kind, args.redirect_uri, args.scope, jwks, args.operator)
+        if secret:
+            print(f"client secret (shown once): {secret}")
+        print(client_id)
+    elif args.command in ("clients", "users") and args.action == "list":
+        for doc in store.all(args.command):
+            doc.pop("password", None)
+            doc.pop("secret_hash", None)
+            print(doc)
+    elif args.command == "users":
+        admin.add_user(store, args.username, args.password, args.kind, args.fhir_user, args.name, args.patient,
+                       args.rpps, args.profession, args.organization)
+        print(args.username)
+    elif args.command == "token":
+        issuer = (config.base_url or f"http://{config.host}:{config.port}/fhir").rstrip("/")
+        print(admin.mint_token(KeyRing(store), issuer, args.scope, args.fhir_user, args.patient, args.purpose,
+                               args.client, args.expires))
+    elif args.command == "keys":
+        ring = KeyRing(store)
+        if args.action == "rotate":
+            print(ring.rotate())
+        else:
+            for key in ring.jwks()["keys"]:
+                print(key["kid"])
 
 
 if __name__ == "__main__":

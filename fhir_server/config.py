@@ -37,6 +37,9 @@ class Config:
     # large conformance resources cost far less to store and to scan (FerretDB scans).
     compress_above_bytes: int = 8 * 1024
     log_level: str = "INFO"
+    # "on": every /fhir request needs a SMART access token. "off": local development only, and the
+    # server then refuses to listen on anything but loopback.
+    auth: str = "on"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -1,11 +1,36 @@
-"""RequestContext: everything the layers below the views need to know about one request.
-
-SMART (identity, scopes, purpose of use, token jti) joins it with the authorization issue; for now it
-carries where the server is reached and what the client asked for.
-"""
+"""RequestContext: everything the layers below the views need to know about one request: where the
+server is reached, what the client asked for, and who is calling (from the SMART access token)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .auth.scopes import Scope
+
+PURPOSES = ("TREAT", "BTG", "ETREAT")  # normal care, break the glass, emergency regulation (centre 15)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, as the access token says.
+
+    ``kind``: ``patient``, ``representative`` (a patient's legal representative), ``practitioner``,
+    ``system`` (software with no person behind the request), or ``development`` (authentication
+    switched off on loopback)."""
+
+    kind: str
+    client_id: str
+    scopes: tuple[Scope, ...]
+    fhir_user: str | None = None  # "Practitioner/123", "Patient/456", "RelatedPerson/7"
+    patient: str | None = None  # the patient in context (launch/patient, or the patient themself)
+    purpose: str = "TREAT"
+    jti: str = ""
+    rpps: str | None = None
+    profession: str | None = None
+    organization: str | None = None
+    operator: bool = False  # a registered operator client (administration and migration)
+
+
+DEVELOPMENT = Identity("development", "development", (Scope("system", "*", "cruds"),))
 
 
 @dataclass(frozen=True)
@@ -15,3 +40,4 @@ class RequestContext:
     prefer_return: str = "representation"  # minimal | representation | OperationOutcome
     handling: str = "lenient"  # Prefer: handling=strict refuses unknown search parameters
     headers: dict[str, str] = field(default_factory=dict)
+    who: Identity = DEVELOPMENT

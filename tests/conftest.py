@@ -64,6 +64,19 @@ class LiveServer:
             time.sleep(0.1)
         raise RuntimeError("server not ready in time")
 
+    def token(self, scope: str = "system/*.cruds", **claims: Any) -> str:
+        """An access token for this server, signed with its key (as ``fhir-server token`` prints)."""
+        from fhir_server.auth.admin import mint_token
+        from fhir_server.auth.tokens import KeyRing
+        from fhir_server.storage import AuthStore
+
+        with MongoClient(self.env["FHIR_MONGODB_URI"], tz_aware=True) as client:
+            claims.setdefault("expires", 3600)
+            return mint_token(KeyRing(AuthStore(client[self.database])), self.base, scope, **claims)
+
+    def client(self, scope: str = "system/*.cruds", **claims: Any) -> Fhir:
+        return Fhir(self.base, self.token(scope, **claims))
+
     def kill(self, sig: int = 15) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
@@ -73,9 +86,12 @@ class LiveServer:
 class Fhir:
     """A small FHIR REST client over requests, relative to the base URL."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base
+        self.token = token
         self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
 
     def url(self, path: str) -> str:
         if path.startswith("http"):
@@ -114,7 +130,7 @@ def server(ferretdb: FerretDB, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="session")
 def fhir(server: LiveServer) -> Fhir:
-    return Fhir(server.base)
+    return server.client()
 
 
 @pytest.fixture(scope="session")

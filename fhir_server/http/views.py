@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 
 from .. import pipeline
 from .. import capability
-from ..context import RequestContext
+from ..context import DEVELOPMENT, RequestContext
 from ..errors import BadRequest, Issue, UnsupportedMediaType, operation_outcome
 from ..resources import jsonio
 from ..resources.elements import select_elements, summarize
@@ -29,6 +29,7 @@ def _context() -> RequestContext:
         prefer_return=negotiation.prefer(request, "return", ("minimal", "representation", "OperationOutcome"),
                                          "representation"),
         handling=negotiation.prefer(request, "handling", ("strict", "lenient"), "lenient"),
+        who=g.get("who", DEVELOPMENT),
     )
 
 
@@ -148,9 +149,8 @@ def search_type(rtype: str) -> Response:
 
 
 def search_system() -> Response:
-    from ..resources.schema import RESOURCE_TYPES
     given = [t.strip() for p, v in _search_params() if p == "_type" for t in v.split(",") if t.strip()]
-    return _searchset(given or sorted(RESOURCE_TYPES), "")
+    return _searchset(given, "")  # no _type: every type the caller may search
 
 
 def search_compartment(ctype: str, cid: str, rtype: str) -> Response:

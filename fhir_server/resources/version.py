@@ -21,6 +21,9 @@ class Version:
     deleted: bool
     json: bytes | None
     method: str = "PUT"  # the interaction that wrote it: POST, PUT or DELETE
+    # The compartments it belongs to ("Patient/1", ...), when the store knows them; a deletion keeps
+    # those of the version it deleted, so access rules still apply to it.
+    compartments: tuple[str, ...] | None = None
 
     @property
     def last_updated_instant(self) -> str:

@@ -7,9 +7,10 @@ from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 
 from ..resources.version import Version, instant
+from .auth import AuthStore
 from .store import Store
 
-__all__ = ["DatabaseUnavailable", "Store", "Version", "connect", "instant"]
+__all__ = ["AuthStore", "DatabaseUnavailable", "Store", "Version", "connect", "instant"]
 
 
 def connect(uri: str, database: str, compress_above: int) -> Store:

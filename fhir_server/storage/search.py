@@ -6,7 +6,7 @@ search/index.py); such candidates are confirmed one by one with ``search.match``
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -34,16 +34,27 @@ def _resource(doc: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
+Narrow = Callable[[str, str], Filter | None]  # (type, SMART letters) -> the access clause, None for none
+
+
 class Searcher:
-    def __init__(self, store: Store, base_url: str) -> None:
+    """Runs searches for one request. ``narrow`` is the request's access clause per type
+    (auth/access.py), ANDed into every query it makes: matches, chains, ``_has`` and includes."""
+
+    def __init__(self, store: Store, base_url: str, narrow: Narrow | None = None) -> None:
         self.store = store
         self.base_url = base_url
+        self.narrow: Narrow = narrow or (lambda rtype, letters: None)
         self.compiler = Compiler(base_url, self._resolve, self._referrers)
+
+    def _visible(self, rtype: str, letters: str, *conditions: Filter) -> Filter:
+        access = self.narrow(rtype, letters)
+        return {"$and": [{"d": False}, *conditions, *([access] if access else [])]}
 
     # -- chains and _has --------------------------------------------------------------------------
 
     def _clause_filter(self, rtype: str, clause: Clause) -> Filter:
-        return {"$and": [{"d": False}, self.compiler.clause(rtype, clause)]}
+        return self._visible(rtype, "rs", self.compiler.clause(rtype, clause))
 
     def _resolve(self, rtype: str, clause: Clause) -> list[str]:
         docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), {"_id": 1}, limit=MAX_CHAIN_IDS + 1)
@@ -65,7 +76,8 @@ class Searcher:
     # -- matches ----------------------------------------------------------------------------------
 
     def compile(self, rtype: str, query: SearchQuery, extra: list[Filter] | None = None) -> Compiled:
-        return self.compiler.compile(rtype, query, extra)
+        access = self.narrow(rtype, "s")
+        return self.compiler.compile(rtype, query, [*(extra or []), *([access] if access else [])])
 
     def _confirmed(self, rtype: str, compiled: Compiled, query: SearchQuery, doc: dict[str, Any]) -> bool:
         multi = [c for c in compiled.checked if _field(doc, f"search.{c}.n")]
@@ -74,7 +86,7 @@ class Searcher:
         return matches(query, _resource(doc), doc["ts"], base_url=self.base_url, codes=frozenset(multi))
 
     def _projection(self, compiled: Compiled, include_codes: set[str]) -> dict[str, int]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1}
+        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1}
         for field, _ in compiled.sort:
             projection[field] = 1
         for code in compiled.checked:
@@ -125,14 +137,14 @@ class Searcher:
     # -- _include / _revinclude ---------------------------------------------------------------------
 
     def fetch(self, rtype: str, ids: list[str], codes: set[str]) -> Iterator[dict[str, Any]]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
-        yield from self.store.db[rtype].find({"_id": {"$in": ids}, "d": False}, projection)
+        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1, **{f"search.{c}.r": 1 for c in codes}}
+        yield from self.store.db[rtype].find(self._visible(rtype, "rs", {"_id": {"$in": ids}}), projection)
 
     def referring(self, rtype: str, code: str, refs: list[str], codes: set[str], limit: int
                   ) -> Iterator[dict[str, Any]]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
-        yield from self.store.db[rtype].find({f"search.{code}.r": {"$in": refs}, "d": False}, projection,
-                                             limit=limit)
+        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1, **{f"search.{c}.r": 1 for c in codes}}
+        yield from self.store.db[rtype].find(self._visible(rtype, "rs", {f"search.{code}.r": {"$in": refs}}),
+                                             projection, limit=limit)
 
 
 def references(doc: dict[str, Any], code: str) -> list[str]:

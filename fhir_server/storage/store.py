@@ -116,7 +116,8 @@ class Store:
         doc = self.db[rtype].find_one({"_id": rid})
         if doc is None:
             return None
-        return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc))
+        return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc),
+                       compartments=tuple(doc.get("compartments") or ()))
 
     def vread(self, rtype: str, rid: str, version: int) -> Version | None:
         doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
@@ -124,7 +125,9 @@ class Store:
 
     @staticmethod
     def _history_version(doc: dict[str, Any]) -> Version:
-        return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"])
+        compartments = tuple(doc["c"]) if "c" in doc else None
+        return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"],
+                       compartments)
 
     def history_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
                      ) -> tuple[list[Version], tuple[Any, ...] | None]:
@@ -153,13 +156,17 @@ class Store:
 
     @staticmethod
     def history_query(rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
-                      at: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
-        """The filter for ``_history`` at system, type or instance level with ``_since`` / ``_at``."""
+                      at: tuple[datetime, datetime] | None = None, compartment: str | None = None
+                      ) -> dict[str, Any]:
+        """The filter for ``_history`` at system, type or instance level with ``_since`` / ``_at``,
+        optionally only the versions in ``compartment`` ("Patient/1")."""
         query: dict[str, Any] = {}
         if rtype:
             query["t"] = rtype
         if rid:
             query["i"] = rid
+        if compartment:
+            query["c"] = compartment
         clauses: list[dict[str, Any]] = []
         if since:
             clauses.append({"ts": {"$gte": since}})
@@ -201,15 +208,18 @@ class Store:
         search = self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
         for attempt in range(MAX_WRITE_ATTEMPTS):
             # a create's id is new: nothing to read (a clash would surface as a duplicate version)
-            current = None if method == "POST" else current_coll.find_one({"_id": rid}, {"v": 1, "d": 1})
+            current = None if method == "POST" else current_coll.find_one({"_id": rid},
+                                                                           {"v": 1, "d": 1, "compartments": 1})
             base = current["v"] if current else 0
+            if resource is None:  # a deletion stays in the compartments of what it deleted
+                search = {"compartments": (current or {}).get("compartments") or []}
             if if_match is not None and (current is None or current.get("d") or base != if_match):
                 raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
             ts = _now()
             version = base + 1
             body = None if resource is None else self._stamp(resource, rid, version, ts)
             entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts,
-                     "m": method, **self._pack(body)}
+                     "m": method, "c": search.get("compartments") or [], **self._pack(body)}
             try:
                 self.history.insert_one(entry)  # the commit point
             except DuplicateKeyError:
@@ -221,7 +231,8 @@ class Store:
             if base:  # by _id, the one lookup every MongoDB-compatible server serves from an index
                 self.history.update_one({"_id": f"{rtype}/{rid}/{base}"}, {"$set": {"until": ts}})
             created = current is None or bool(current.get("d"))
-            return Version(rtype, rid, version, ts, resource is None, body, method), created
+            return Version(rtype, rid, version, ts, resource is None, body, method,
+                           tuple(search.get("compartments") or ())), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
 
     def _stamp(self, resource: dict[str, Any], rid: str, version: int, ts: datetime) -> bytes:
@@ -271,7 +282,8 @@ class Store:
         age = (_now() - claimed["ts"]).total_seconds()
         if age > ORPHAN_GRACE_SECONDS:
             body = _unpack(claimed)
-            search = self.indexer(orjson.loads(body)) if body is not None and self.indexer else {}
+            search = self.indexer(orjson.loads(body)) if body is not None and self.indexer else \
+                {"compartments": claimed.get("c") or []}
             self._advance_current(rtype, rid, base, claimed, search)
             return
         time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))

@@ -73,10 +73,11 @@ def test_body_over_the_limit_is_413(server: Any, tmp_path: Any, ferretdb: Any, m
     small = LiveServer(ferretdb.uri, "fhir_small_limit", tmp_path, FHIR_MAX_BODY_BYTES="1000").start()
     try:
         db = mongo["fhir_small_limit"]
+        client = small.client()
         before = snapshot(db)
         big = {**GOOD, "name": [{"family": "x" * 2000}]}
-        assert_outcome(Fhir(small.base).post("Patient", big), 413, "too-costly")
+        assert_outcome(client.post("Patient", big), 413, "too-costly")
         assert snapshot(db) == before
-        assert Fhir(small.base).post("Patient", GOOD).status_code == 201
+        assert client.post("Patient", GOOD).status_code == 201
     finally:
         small.kill()

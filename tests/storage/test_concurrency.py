@@ -16,7 +16,7 @@ def test_parallel_updates_with_the_same_if_match_let_exactly_one_win(fhir: Fhir)
     rid = _patient(fhir)
 
     def update(n: int) -> int:
-        client = Fhir(fhir.base)
+        client = Fhir(fhir.base, fhir.token)
         body = {"resourceType": "Patient", "id": rid, "birthDate": f"{1950 + n}"}
         return client.put(f"Patient/{rid}", body, headers={"If-Match": 'W/"1"'}).status_code
 
@@ -31,7 +31,7 @@ def test_parallel_updates_without_if_match_all_land_as_consecutive_versions(fhir
     rid = _patient(fhir)
 
     def update(n: int) -> str:
-        client = Fhir(fhir.base)
+        client = Fhir(fhir.base, fhir.token)
         response = client.put(f"Patient/{rid}", {"resourceType": "Patient", "id": rid, "birthDate": f"{1900 + n}"})
         assert response.status_code == 200, response.text
         return str(response.json()["birthDate"])

@@ -12,7 +12,7 @@ def test_acknowledged_writes_survive_kill_9_of_server_and_database(tmp_path: Pat
     data = tmp_path / "db"
     ferret = FerretDB(data).start()
     server = LiveServer(ferret.uri, "durable", tmp_path).start()
-    fhir = Fhir(server.base)
+    fhir = server.client()
     acknowledged: dict[str, str] = {}
     for n in range(40):
         response = fhir.post("Observation", {"resourceType": "Observation", "status": "final",
@@ -31,7 +31,7 @@ def test_acknowledged_writes_survive_kill_9_of_server_and_database(tmp_path: Pat
     ferret = FerretDB(data, port=ferret.port).start()
     server = LiveServer(ferret.uri, "durable", tmp_path).start()
     try:
-        fhir = Fhir(server.base)
+        fhir = server.client()
         for rid, text in acknowledged.items():
             response = fhir.get(f"Observation/{rid}")
             assert response.status_code == 200
@@ -50,7 +50,7 @@ def test_an_unreachable_database_is_a_503_not_a_500(tmp_path: Path) -> None:
     ferret = FerretDB(tmp_path / "db").start()
     server = LiveServer(ferret.uri, "gone", tmp_path).start()
     try:
-        fhir = Fhir(server.base)
+        fhir = server.client()
         rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
         ferret.stop()
         response = fhir.get(f"Patient/{rid}")
