@@ -77,6 +77,20 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
     }
 
 
-def for_base(statement: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """The statement as served at ``base_url``."""
-    return {**statement, "implementation": {**statement["implementation"], "url": base_url}}
+def for_base(statement: dict[str, Any], base_url: str, smart: bool = True) -> dict[str, Any]:
+    """The statement as served at ``base_url``, with its SMART security section (the endpoints are
+    under the server's root: http://hl7.org/fhir/smart-app-launch/StructureDefinition/oauth-uris)."""
+    rest = dict(statement["rest"][0])
+    if smart:
+        root = base_url.rsplit("/fhir", 1)[0]
+        endpoints = {"authorize": "authorize", "token": "token", "introspect": "introspect", "revoke": "revoke"}
+        rest["security"] = {
+            "cors": True,
+            "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                     "code": "SMART-on-FHIR"}], "text": "OAuth2 using SMART-on-FHIR profile"}],
+            "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                           "extension": [{"url": name, "valueUri": f"{root}/auth/{path}"}
+                                         for name, path in endpoints.items()]}],
+            "description": "Every request needs a SMART on FHIR access token; discovery at "
+                           f"{base_url}/.well-known/smart-configuration"}
+    return {**statement, "implementation": {**statement["implementation"], "url": base_url}, "rest": [rest]}

@@ -58,11 +58,15 @@ def serve(config: Config) -> None:
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
-    from .storage import connect
+    from .auth.tokens import KeyRing
+    from .storage import AuthStore, connect
 
-    # Workers must share the cursor-signing secret, and the indexes exist before any worker serves.
+    # Workers must share the cursor- and session-signing secret; the indexes and a token signing key
+    # exist before any worker serves.
     os.environ.setdefault("FHIR_SECRET", config.secret)
-    connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).ensure_indexes()
+    store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
+    store.ensure_indexes()
+    KeyRing(AuthStore(store.db)).signing_key()
     os.environ["FHIR_MONGODB_URI"] = config.mongodb_uri
 
     class Application(BaseApplication):  # type: ignore[misc]
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
 
     config = Config.load(**{k: getattr(args, k, None) for k in ("host", "port", "workers")})
     if args.command == "serve" and config.auth == "off" and not _loopback(config.host):
-        sys.exit(f"FHIR_AUTH=off is for local development only: refusing to listen on {config.host}")
+        sys.exit(f"FHIR_AUTH=off is for local development only: refusing to listen on {config.host}, "
+                 "which is not a loopback address")
     with database(config) as config:
         if args.command == "serve":
             if config.auth == "off":

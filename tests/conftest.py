@@ -96,6 +96,8 @@ class Fhir:
     def url(self, path: str) -> str:
         if path.startswith("http"):
             return path
+        if path.startswith("?"):
+            return self.base + path
         return f"{self.base}/{path.lstrip('/')}" if path else self.base
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> requests.Response:

@@ -139,6 +139,16 @@ class _Record:
         return Subject(self.doc["claims"], self.doc.get("context", {}))
 
 
+class AccessClaims(dict[str, Any]):
+    """A verified access token's claims, as authlib's introspection and revocation expect a token."""
+
+    def is_expired(self) -> bool:
+        return False  # verified: unexpired
+
+    def is_revoked(self) -> bool:
+        return False  # verified: not revoked
+
+
 class S256Only(CodeChallenge):
     """PKCE is required of every client, with S256 (``plain`` and missing challenges are refused)."""
 
@@ -332,7 +342,7 @@ class Introspection(IntrospectionEndpoint):
     def query_token(self, token: str, token_type_hint: str | None) -> dict[str, Any] | None:
         server: SmartServer = self.server
         try:
-            return server.verify_access_token(token)
+            return AccessClaims(server.verify_access_token(token))
         except Unauthorized:
             return None
 
@@ -353,7 +363,7 @@ class Revocation(RevocationEndpoint):
             if doc is not None:
                 return _Record(doc)
         try:
-            return server.verify_access_token(token)
+            return AccessClaims(server.verify_access_token(token))
         except Unauthorized:
             return None
 

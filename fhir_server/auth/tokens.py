@@ -61,7 +61,8 @@ class KeyRing:
         return key
 
     def jwks(self) -> dict[str, Any]:
-        self._load()
+        if not self._load():
+            self.signing_key()  # a fresh database: make the first key
         return {"keys": [k.as_dict(private=False) for k in self._keys.values()]}
 
     def _verification_keys(self, kid: str | None) -> KeySet:

@@ -161,15 +161,15 @@ def authorize() -> Response:
         if getattr(error, "redirect_uri", None):
             return server.handle_error_response(server.create_oauth2_request(None), error)
         return _html(pages.error(lang, error.description or error.error), 400)
-    user = _signed_in_user()
-    if user is None:
-        return _html(pages.login(lang, action_url, _csrf()))
     scopes = (grant.request.scope or "").split()
     launch_doc = None
     if request.values.get("launch"):
         launch_doc = server.auth_store.get("launches", request.values["launch"])
         if launch_doc is None or "launch" not in scopes:
             return server.handle_error_response(grant.request, _invalid("unknown or expired 'launch'", grant))
+    user = _signed_in_user()
+    if user is None:
+        return _html(pages.login(lang, action_url, _csrf()))
     kind = user.get("kind", "practitioner")
     pick_patient = "launch/patient" in scopes and launch_doc is None and kind == "practitioner"
     purposes = list(PURPOSES) if kind == "practitioner" else ["TREAT"]

@@ -73,7 +73,8 @@ def _if_match() -> int | None:
 
 def metadata() -> Response:
     statement = current_app.extensions["fhir-capability"]
-    return negotiation.render(capability.for_base(statement, _context().base_url), request, 200)
+    smart = _services().config.auth != "off"
+    return negotiation.render(capability.for_base(statement, _context().base_url, smart), request, 200)
 
 
 def read(rtype: str, rid: str) -> Response:
