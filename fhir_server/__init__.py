@@ -11,11 +11,12 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     from flask import Flask, Response, g, request
 
     from .auth.bearer import authenticate
+    from .auth.federation import Federation, Provider
     from .auth.server import build as smart_server
     from .auth.tokens import KeyRing
     from .config import Config
     from .context import DEVELOPMENT
-    from .http import errors, oauth, routes
+    from .http import cors, errors, oauth, routes
     from .http.negotiation import response_type
     from .pipeline import Services
     from .storage import AuthStore, connect
@@ -34,6 +35,11 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     auth_store = AuthStore(store.db)
     auth_store.ensure_indexes()
     smart = app.extensions["fhir-smart"] = smart_server(auth_store, KeyRing(auth_store), oauth.fhir_base)
+    if config.oidc_issuer:
+        provider = Provider(config.oidc_issuer.rstrip("/"), config.oidc_client_id, config.oidc_client_secret,
+                            config.oidc_name, config.oidc_scope, config.oidc_rpps_claim)
+        app.extensions["fhir-federation"] = Federation(provider, auth_store)
+    cors.register(app)
     app.register_blueprint(oauth.blueprint())
 
     fhir = routes.blueprint()

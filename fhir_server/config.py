@@ -40,6 +40,14 @@ class Config:
     # "on": every /fhir request needs a SMART access token. "off": local development only, and the
     # server then refuses to listen on anything but loopback.
     auth: str = "on"
+    # Sign-in delegated to an external OpenID Connect provider (FranceConnect, Pro Santé Connect)
+    # when oidc_issuer is set; local users (fhir-server users add) sign in with a password regardless.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_name: str = "Pro Santé Connect"
+    oidc_scope: str = "openid"
+    oidc_rpps_claim: str = "SubjectNameID"  # the claim holding the professional's RPPS number
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -219,12 +219,14 @@ class SmartServer(AuthorizationServer):
             token["refresh_token"] = secrets.token_urlsafe(32)
         return token
 
-    def id_token(self, client: Client, subject: Subject, nonce: str | None) -> str:
+    def id_token(self, client: Client, subject: Subject, nonce: str | None, fhir_user: bool) -> str:
         issued = now()
         claims = {"iss": self.issuer, "sub": subject.get_user_id(), "aud": client.get_client_id(),
-                  "iat": issued, "exp": issued + ACCESS_SECONDS, "fhirUser": subject.claims.get("fhirUser")}
-        if subject.claims.get("name"):
-            claims["name"] = subject.claims["name"]
+                  "iat": issued, "exp": issued + ACCESS_SECONDS,
+                  "fhirUser": subject.claims.get("fhirUser") if fhir_user else None}
+        for extra in ("name", "rpps"):  # rpps: as Pro Santé Connect gives it, for servers federating with us
+            if subject.claims.get(extra):
+                claims[extra] = subject.claims[extra]
         if nonce:
             claims["nonce"] = nonce
         return self.keys.sign({k: v for k, v in claims.items() if v is not None})
@@ -249,10 +251,10 @@ def _smart_response(grant: Any, response: Any) -> None:
         return
     token.update(subject.context)
     scope = token.get("scope", "").split()
-    if "openid" in scope and "fhirUser" in scope:
+    if "openid" in scope:
         record = getattr(grant.request, "authorization_code", None)
         nonce = record.get_nonce() if record is not None else None
-        token["id_token"] = grant.server.id_token(grant.request.client, subject, nonce)
+        token["id_token"] = grant.server.id_token(grant.request.client, subject, nonce, "fhirUser" in scope)
 
 
 def _with_smart_response(grant: Any) -> None:

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, Response, current_app, jsonify, request, session
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
 
 from ..auth import pages
 from ..auth.bearer import CHALLENGE, identity
+from ..auth.federation import Federation, FederationError
+from ..auth.scopes import parse_scope
 from ..auth.server import SmartServer, Subject, authenticate_user, user_claims
 from ..context import PURPOSES
 from ..errors import BadRequest, Forbidden, Unauthorized
@@ -128,6 +130,37 @@ def _html(text: str, status: int = 200) -> Response:
                              "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"})
 
 
+def federation() -> Federation | None:
+    found: Federation | None = current_app.extensions.get("fhir-federation")
+    return found
+
+
+def _sign_in(user: dict[str, Any]) -> None:
+    session.clear()
+    session.update(user=user["_id"], since=datetime.now(UTC).timestamp(), csrf=secrets.token_urlsafe(24))
+
+
+def callback() -> Response:
+    """Back from the external provider: finish its sign-in, then resume the authorization request."""
+    lang = pages.language(request.headers.get("Accept-Language"))
+    external, pending = federation(), session.get("federation")
+    if external is None or not isinstance(pending, dict):
+        return _html(pages.error(lang, "no sign-in in progress"), 400)
+    try:
+        user = external.finish(f"{_root()}/auth/callback", f"{_root()}/auth/callback?{request.query_string.decode()}",
+                               pending)
+    except FederationError as error:
+        return _html(pages.error(lang, str(error)), 403)
+    _sign_in(user)
+    return redirect(str(pending["return_to"]), 303)
+
+
+def _login_page(lang: str, action_url: str, failed: bool = False) -> Response:
+    external = federation()
+    return _html(pages.login(lang, action_url, _csrf(), failed, external.provider.name if external else None),
+                 401 if failed else 200)
+
+
 def _signed_in_user() -> dict[str, Any] | None:
     name, since = session.get("user"), session.get("since", 0)
     if not name or datetime.now(UTC).timestamp() - since > SIGNED_IN_HOURS * 3600:
@@ -147,13 +180,22 @@ def authorize() -> Response:
             user = authenticate_user(server.auth_store, request.form.get("username", ""),
                                      request.form.get("password", ""))
             if user is None:
-                return _html(pages.login(lang, action_url, _csrf(), failed=True), 401)
-            session.clear()
-            session.update(user=user["_id"], since=datetime.now(UTC).timestamp(), csrf=secrets.token_urlsafe(24))
+                return _login_page(lang, action_url, failed=True)
+            _sign_in(user)
+        elif action == "external" and (external := federation()) is not None:
+            try:
+                url, pending = external.start(f"{_root()}/auth/callback")
+            except FederationError as error:
+                return _html(pages.error(lang, str(error)), 502)
+            session["federation"] = {**pending, "return_to": _root() + action_url}
+            return redirect(url, 303)
         elif action == "logout":
             session.clear()
+    # SMART: an app asking for FHIR access names this server as the audience. A pure OpenID Connect
+    # sign-in (another server federating with this one) asks for no FHIR scope and may leave it out.
     aud = request.values.get("aud", "").rstrip("/")
-    if aud != fhir_base():
+    fhir_access = any(parse_scope(s) or s.startswith("launch") for s in request.values.get("scope", "").split())
+    if aud != fhir_base() and (aud or fhir_access):
         return _html(pages.error(lang, f"'aud' must be this FHIR server's base URL, {fhir_base()}"), 400)
     try:
         grant = server.get_consent_grant(end_user=None)
@@ -169,7 +211,7 @@ def authorize() -> Response:
             return server.handle_error_response(grant.request, _invalid("unknown or expired 'launch'", grant))
     user = _signed_in_user()
     if user is None:
-        return _html(pages.login(lang, action_url, _csrf()))
+        return _login_page(lang, action_url)
     kind = user.get("kind", "practitioner")
     pick_patient = "launch/patient" in scopes and launch_doc is None and kind == "practitioner"
     purposes = list(PURPOSES) if kind == "practitioner" else ["TREAT"]
@@ -213,5 +255,6 @@ def blueprint() -> Blueprint:
     bp.add_url_rule("/auth/introspect", "introspect", introspect, methods=["POST"])
     bp.add_url_rule("/auth/revoke", "revoke", revoke, methods=["POST"])
     bp.add_url_rule("/auth/launch", "launch", register_launch, methods=["POST"])
+    bp.add_url_rule("/auth/callback", "callback", callback)
     return bp
 

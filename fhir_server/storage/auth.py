@@ -60,6 +60,10 @@ class AuthStore:
     def update(self, kind: str, key: str, changes: dict[str, Any]) -> None:
         self._coll(kind).update_one({"_id": key}, {"$set": changes})
 
+    def find_one(self, kind: str, field: str, value: str) -> dict[str, Any] | None:
+        doc: dict[str, Any] | None = self._coll(kind).find_one({field: value})
+        return doc
+
     def all(self, kind: str) -> list[dict[str, Any]]:
         return list(self._coll(kind).find({}, sort=[("_id", ASCENDING)]))
 
