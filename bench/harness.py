@@ -296,11 +296,12 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, work: Path, ferret: FerretDB | None, server: Service,
                  baseline: Service, target: Callable[[str, str], dict[str, str]],
-                 timeout_s: int = WRK_TIMEOUT_S) -> None:
+                 timeout_s: int = WRK_TIMEOUT_S, settle_s: float = 120.0) -> None:
         self.args, self.work = args, work
         self.ferret, self.server, self.baseline = ferret, server, baseline
         self.target = target
         self.timeout_s = timeout_s
+        self.settle_s = settle_s
         self.wrk_process: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -349,7 +350,7 @@ class Bench:
                         "busy": busy_after - busy_before, "total": total_after - total_before})
         return run
 
-    def settle(self, max_wait: float = 120.0) -> None:
+    def settle(self, max_wait: float | None = None) -> None:
         """Wait until the requests wrk left in flight are done (the application and the database idle).
 
         When wrk stops, the requests the side has already accepted still run (up to --clients of
@@ -358,6 +359,7 @@ class Bench:
         groups = [s.process.pid for s in (self.server, self.baseline) if s.process]
         if self.ferret and self.ferret.process:
             groups.append(self.ferret.process.pid)
+        max_wait = self.settle_s if max_wait is None else max_wait
         deadline = time.monotonic() + max_wait
         before = sum(cpu_seconds_of_group(g) for g in groups)
         while time.monotonic() < deadline:
@@ -520,7 +522,10 @@ class Stack:
                          {**self.common_env, "FHIR_MONGODB_URI": self.uri, "FHIR_MONGODB_DATABASE": self.database,
                           "FHIR_HOST": "127.0.0.1", "FHIR_PORT": str(port),
                           "FHIR_WORKERS": str(self.args.workers), "FHIR_THREADS": str(self.args.threads),
-                          "FHIR_SECRET": os.urandom(16).hex()},
+                          "FHIR_SECRET": os.urandom(16).hex(),
+                          # no access token: the benchmarks measure FHIR interactions, not authorisation
+                          # (a server without the setting ignores it)
+                          "FHIR_AUTH": "off"},
                          port, "/readyz", self.work, self.work)
         self.services.append(server)
         return server.start()

@@ -1,20 +1,24 @@
--- wrk script driven by bench/bench_crud.py (one wrk run = one side of one cell).
+-- wrk script driven by bench/harness.py (one wrk run = one side of one cell), for bench_crud.py and
+-- bench_search.py.
 --
 -- Environment:
 --   BENCH_MODE    "read": GET BENCH_PATH .. <random id from BENCH_IDS>
 --                 "create": POST BENCH_PATH with the next body of BENCH_BODIES (one JSON per line)
+--                 "paths": GET a random line of BENCH_PATHS (a path with its query string)
 --   BENCH_PATH    path prefix, e.g. /fhir/Patient/ (read) or /fhir/Patient (create)
 --   BENCH_IDS     file of ids, one a line
 --   BENCH_BODIES  file of request bodies, one a line
+--   BENCH_PATHS   file of request paths, one a line
 --   BENCH_OUT     where done() writes the results as one JSON object
 --
--- The results carry wrk's latency histogram (microsecond -> count) so that bench_crud.py can merge
+-- The results carry wrk's latency histogram (microsecond -> count) so that harness.py can merge
 -- several runs exactly; wrk has already applied its coordinated-omission correction to it, which
--- bench_crud.py undoes (it knows the interval wrk used).
+-- harness.py undoes (it knows the interval wrk used).
 
 local mode = os.getenv("BENCH_MODE")
 local path = os.getenv("BENCH_PATH")
-local source = mode == "read" and os.getenv("BENCH_IDS") or os.getenv("BENCH_BODIES")
+local sources = {read = "BENCH_IDS", create = "BENCH_BODIES", paths = "BENCH_PATHS"}
+local source = assert(os.getenv(sources[mode] or ""), "BENCH_MODE must be read, create or paths")
 local items = {}
 for line in io.lines(source) do
   if #line > 0 then items[#items + 1] = line end
@@ -43,6 +47,9 @@ end
 function request()
   if mode == "read" then
     return wrk.format("GET", path .. items[math.random(n)])
+  end
+  if mode == "paths" then
+    return wrk.format("GET", items[math.random(n)])
   end
   cursor = cursor % n + 1
   return wrk.format("POST", path, nil, items[cursor])
