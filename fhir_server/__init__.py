@@ -15,6 +15,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     from .auth.server import build as smart_server
     from .auth.tokens import KeyRing
     from .config import Config
+    from .consent.engine import Settings, habilitation_grid
     from .context import DEVELOPMENT
     from .http import cors, errors, oauth, routes
     from .http.negotiation import response_type
@@ -30,7 +31,9 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
                       SESSION_COOKIE_NAME="fhir_auth_session")
     store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
     store.ensure_indexes()
-    app.extensions["fhir"] = Services(config, store)
+    consent = Settings(config.consent_treating_physician_sees_masked, config.consent_block_beats_emergency,
+                       config.consent_hidden_from_patient_days, habilitation_grid())
+    app.extensions["fhir"] = Services(config, store, consent)
     app.extensions["fhir-capability"] = routes.capability_statement()
     auth_store = AuthStore(store.db)
     auth_store.ensure_indexes()

@@ -40,6 +40,10 @@ class Config:
     # "on": every /fhir request needs a SMART access token. "off": local development only, and the
     # server then refuses to listen on anything but loopback.
     auth: str = "on"
+    # DMP access rules (DMP.md "Who may see what"); see consent/engine.py
+    consent_treating_physician_sees_masked: bool = False  # rule 4
+    consent_block_beats_emergency: bool = True  # rule 2
+    consent_hidden_from_patient_days: int = 30  # rule 5
     # Sign-in delegated to an external OpenID Connect provider (FranceConnect, Pro Santé Connect)
     # when oidc_issuer is set; local users (fhir-server users add) sign in with a password regardless.
     oidc_issuer: str = ""

@@ -6,6 +6,7 @@ issues) -> storage -> (audit).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -13,6 +14,8 @@ from urllib.parse import urlencode
 from .config import Config
 from .context import RequestContext
 from .auth import access
+from .consent.engine import Settings
+from .guard import Guard
 from .errors import BadRequest, Forbidden, Gone, Issue, NotFound, PreconditionFailed, operation_outcome
 from .resources import bundle, jsonio
 from .resources.parse import check_id, parse_resource
@@ -31,6 +34,10 @@ from .storage import Store
 class Services:
     config: Config
     store: Store
+    consent: Settings = field(default_factory=Settings)
+
+    def guard(self, ctx: RequestContext, targets: Iterable[str] = ()) -> Guard:
+        return Guard(self.store, ctx, self.consent, targets)
 
 
 @dataclass(frozen=True)
@@ -54,19 +61,21 @@ def _compartments(resource: dict[str, Any]) -> tuple[str, ...]:
     return tuple(index(resource)["compartments"])
 
 
-def _permitted(ctx: RequestContext, version: Version, letters: str) -> bool:
-    """May the caller see this version (auth/access.py)? A deletion is judged by what it deleted."""
+def _permitted(guard: Guard, version: Version, letters: str) -> bool:
+    """May the caller see this version (scopes and consent)? A deletion is judged by what it deleted."""
     def compartments() -> tuple[str, ...]:
         if version.compartments is not None:
             return version.compartments
         return _compartments(jsonio.loads(version.json)) if version.json else ()
-    return access.permits(ctx.who, version.type, letters, compartments,
-                          lambda: jsonio.loads(version.json or b"{}"), ctx.base_url)
+
+    def resource() -> dict[str, Any]:
+        return jsonio.loads(version.json) if version.json else {"resourceType": version.type, "id": version.id}
+    return guard.permits(version.type, letters, compartments, resource, lambda: version.by)
 
 
-def _visible(ctx: RequestContext, version: Version | None, what: str) -> Version:
+def _visible(guard: Guard, version: Version | None, what: str) -> Version:
     """The version, if it exists and the caller may see it: what they may not see does not exist."""
-    if version is None or not _permitted(ctx, version, "r"):
+    if version is None or not _permitted(guard, version, "r"):
         raise NotFound(f"{what} is not known")
     if version.deleted:
         raise Gone(f"{what} was deleted", headers={"ETag": version.etag})
@@ -78,7 +87,7 @@ def read(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Result:
     check_type(rtype)
     check_id(rid)
     access.require(ctx.who, "read", rtype)
-    version = _visible(ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    version = _visible(svc.guard(ctx), svc.store.read(rtype, rid), f"{rtype}/{rid}")
     return Result(200, version.json, version)
 
 
@@ -89,8 +98,22 @@ def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) ->
     access.require(ctx.who, "vread", rtype)
     if not vid.isdigit():
         raise NotFound(f"{rtype}/{rid} has no version '{vid}'")
-    version = _visible(ctx, svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
+    version = _visible(svc.guard(ctx), svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
     return Result(200, version.json, version)
+
+
+def _writer(ctx: RequestContext) -> tuple[str, ...]:
+    """Who writes, as stored beside each version: the client application and the user."""
+    return tuple(w for w in (f"client/{ctx.who.client_id}", ctx.who.fhir_user) if w)
+
+
+def _may_change(guard: Guard, current: Version, letter: str) -> bool:
+    """Updating or deleting needs the scopes, and either having written the resource or seeing it."""
+    mine = bool(set(_writer(guard.ctx)) & set(current.by)) and guard.who.kind != "development"
+    if mine:
+        return access.permits(guard.who, current.type, letter, lambda: current.compartments or (),
+                              lambda: jsonio.loads(current.json or b"{}"), guard.ctx.base_url)
+    return _permitted(guard, current, letter)
 
 
 def _may_write(ctx: RequestContext, rtype: str, letter: str, resource: dict[str, Any]) -> None:
@@ -109,7 +132,7 @@ def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes) -> Resul
     resource = parse_resource(body, svc.config.max_json_depth)
     validate(resource, rtype)
     _may_write(ctx, rtype, "c", resource)
-    version = svc.store.create(rtype, resource)
+    version = svc.store.create(rtype, resource, _writer(ctx))
     return Result(201, version.json, version, _location(ctx, version))
 
 
@@ -122,9 +145,9 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
     validate(resource, rtype, rid)
     _may_write(ctx, rtype, "u", resource)
     current = svc.store.read(rtype, rid)
-    if current is not None and not current.deleted and not _permitted(ctx, current, "u"):
+    if current is not None and not current.deleted and not _may_change(svc.guard(ctx), current, "u"):
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
-    version, created = svc.store.update(rtype, rid, resource, if_match)
+    version, created = svc.store.update(rtype, rid, resource, if_match, _writer(ctx))
     return Result(201 if created else 200, version.json, version, _location(ctx, version))
 
 
@@ -134,12 +157,12 @@ def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: i
     check_id(rid)
     access.require(ctx.who, "delete", rtype)
     current = svc.store.read(rtype, rid)
-    if current is None or current.deleted or not _permitted(ctx, current, "d"):
+    if current is None or current.deleted or not _may_change(svc.guard(ctx), current, "d"):
         version = None  # what the caller may not see does not exist: nothing to delete
         if if_match is not None:
             raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
     else:
-        version = svc.store.delete(rtype, rid, if_match)
+        version = svc.store.delete(rtype, rid, if_match, _writer(ctx))
     if version is None:
         text = f"{rtype}/{rid} does not exist or was already deleted: nothing to do"
     else:
@@ -160,24 +183,23 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
     count = _count(svc.config, params.get("_count"))
     since = parse_instant(params["_since"]) if params.get("_since") else None
     at = parse_period(params["_at"]) if params.get("_at") else None
-    # a patient-bound caller sees the history of their compartment only (of every type, at system level)
-    patient = access.patient_bound(ctx.who, rtype or "Patient", letters)
-    if patient is not None and rid is None:
-        patient = patient or "\u0000"  # no patient in context: nothing
-    query = svc.store.history_query(rtype, rid, since, at, f"Patient/{patient}" if patient is not None else None)
+    guard = svc.guard(ctx)
+    query = svc.store.history_query(rtype, rid, since, at, guard.history_clause(rtype, letters) if rid is None else None)
     cursor = params.get("_cursor")
     after = tuple(decode_cursor(svc.config.secret, cursor)) if cursor else None
     versions, next_keyset = svc.store.history_page(query, count, after)
-    versions = [v for v in versions if _permitted(ctx, v, letters)]
+    versions = [v for v in versions if _permitted(guard, v, letters)]
     if rid is not None and not versions and after is None:
-        _visible(ctx, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
+        _visible(guard, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     kept = {k: params[k] for k in ("_count", "_since", "_at") if params.get(k)}
     links = {"self": _url(ctx, path, {**kept, **({"_cursor": cursor} if cursor else {})})}
     if next_keyset is not None:
         links["next"] = _url(ctx, path, {**kept, "_cursor": encode_cursor(svc.config.secret, next_keyset)})
     entries = [bundle.history_entry(ctx.base_url, v) for v in versions]
-    return Result(200, bundle.history_bundle(ctx.base_url, entries, svc.store.history_total(query), links))
+    # the total would count versions hidden by labels: only given when nothing is hidden per entry
+    total = svc.store.history_total(query) if guard.consent().unrestricted else None
+    return Result(200, bundle.history_bundle(ctx.base_url, entries, total, links))
 
 
 def _count(config: Config, raw: str | None) -> int:
@@ -208,9 +230,19 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
         allowed = compartments()[compartment[0]]
         if types[0] != compartment[0] and types[0] not in allowed:
             raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
+    targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(params)
     body = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
-                         strict=ctx.handling == "strict", compartment=compartment, who=ctx.who)
+                         strict=ctx.handling == "strict", compartment=compartment, policy=svc.guard(ctx, targets))
     return Result(200, body)
+
+
+def _named_patients(params: list[tuple[str, str]]) -> list[str]:
+    """The patients a search names (``patient``, ``subject``): emergency access opens only those."""
+    named = []
+    for name, value in params:
+        if name.split(":")[0] in ("patient", "subject"):
+            named += [v.strip().rsplit("/", 1)[-1] for v in value.split(",") if v.strip()]
+    return named
 
 
 def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[str, str]]) -> Result:
@@ -218,7 +250,8 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
     patient and every resource in their compartment, with ``_since``, ``_type`` and ``_count``."""
     check_id(rid)
     access.require(ctx.who, "everything", "Patient")
-    _visible(ctx, svc.store.read("Patient", rid), f"Patient/{rid}")
+    guard = svc.guard(ctx, [rid])
+    _visible(guard, svc.store.read("Patient", rid), f"Patient/{rid}")
     members = list(dict.fromkeys(["Patient", *sorted(compartments()["Patient"])]))
     wanted = [t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()]
     types = [t for t in members if (not wanted or t in wanted) and access.allows(ctx.who, "s", t)]
@@ -230,7 +263,7 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
         elif name in ("_count", "_cursor", "_type"):
             search_params.append((name, value))
     body = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types),
-                         search_params, compartment=("Patient", rid), who=ctx.who)
+                         search_params, compartment=("Patient", rid), policy=guard)
     return Result(200, body)
 
 

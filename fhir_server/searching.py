@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from .auth import access
 from .config import Config
-from .context import DEVELOPMENT, Identity
 from .errors import BadRequest
 from .resources import bundle, jsonio
 from .resources.elements import select_elements, summarize
@@ -19,18 +17,18 @@ from .search.paging import decode_cursor, encode_cursor, pack, unpack
 from .search.parse import Include, SearchQuery, parse
 from .search.registry import params_for
 from .storage import Store
-from .storage.search import Searcher, references, stored_json
+from .storage.search import Policy, Searcher, references, stored_json
 
 MAX_ITERATE = 3
 
 
 def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str, ...],
         params: list[tuple[str, str]], strict: bool = False,
-        compartment: tuple[str, str] | None = None, who: Identity = DEVELOPMENT) -> dict[str, Any]:
+        compartment: tuple[str, str] | None = None, policy: Policy | None = None) -> dict[str, Any]:
     """The searchset Bundle for ``params`` over ``types`` (optionally inside a compartment), as far as
-    ``who`` may see: narrowed in every query, then every resource checked again before it leaves."""
+    the ``policy`` lets the caller see: narrowed in every query, every resource checked again."""
     query = parse(types, params, default_count=config.default_count, max_count=config.max_count, strict=strict)
-    searcher = Searcher(store, base_url, lambda rtype, letters: access.narrowing(who, rtype, letters, base_url))
+    searcher = Searcher(store, base_url, policy)
     extra = [{"compartments": f"{compartment[0]}/{compartment[1]}"}] if compartment else []
     compiled = {t: searcher.compile(t, query, extra) for t in types}
 
@@ -74,15 +72,9 @@ def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str
             links["previous"] = _page_link(config, base_url, path, query,
                                            {"t": types.index(first_type), "k": keys, "r": 1})
 
-    def permitted(rtype: str, doc: dict[str, Any], letters: str) -> bool:
-        return access.permits(who, rtype, letters, lambda: doc.get("compartments") or (),
-                              lambda: jsonio.loads(stored_json(doc)), base_url)
-
-    included = _included(searcher, config, query, matches, include_codes)
-    entries = [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "match")
-               for t, d in matches if permitted(t, d, "s")]
+    entries = [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "match") for t, d in matches]
     entries += [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "include")
-                for t, d in included if permitted(t, d, access.READ_OR_SEARCH)]
+                for t, d in _included(searcher, config, query, matches, include_codes)]
     return bundle.searchset(entries, total if query.total != "none" else None, links)
 
 

@@ -64,10 +64,10 @@ def add_user(store: AuthStore, username: str, password: str, kind: str, fhir_use
 
 
 def mint_token(keys: KeyRing, issuer: str, scope: str, fhir_user: str | None = None, patient: str | None = None,
-               purpose: str = "TREAT", client_id: str = "fhir-server-cli", expires: int = SYSTEM_ACCESS_SECONDS,
+               purpose: str | None = "TREAT", client_id: str = "fhir-server-cli", expires: int = SYSTEM_ACCESS_SECONDS,
                kind: str | None = None, operator: bool = False, **claims: Any) -> str:
     """An access token signed with the server's key, as the token endpoint would issue it."""
-    if purpose not in PURPOSES:
+    if purpose is not None and purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
     if kind is None:
         kind = fhir_user.split("/")[0].lower() if fhir_user else "system"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
 
 from ..auth import pages
@@ -238,7 +239,6 @@ def authorize() -> Response:
 
 
 def _invalid(message: str, grant: Any) -> OAuth2Error:
-    from authlib.oauth2.rfc6749 import InvalidRequestError
     error = InvalidRequestError(message, redirect_uri=grant.request.payload.redirect_uri)
     error.state = grant.request.payload.state
     return error

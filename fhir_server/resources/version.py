@@ -24,6 +24,7 @@ class Version:
     # The compartments it belongs to ("Patient/1", ...), when the store knows them; a deletion keeps
     # those of the version it deleted, so access rules still apply to it.
     compartments: tuple[str, ...] | None = None
+    by: tuple[str, ...] = ()  # who wrote it: "client/<client id>" and the user's fhirUser
 
     @property
     def last_updated_instant(self) -> str:

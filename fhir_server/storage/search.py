@@ -6,8 +6,8 @@ search/index.py); such candidates are confirmed one by one with ``search.match``
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 import orjson
 
@@ -17,6 +17,7 @@ from ..search.match import matches
 from ..search.parse import Clause, SearchQuery
 from .store import Store
 
+ACCESS_FIELDS = {"json": 1, "z": 1, "compartments": 1, "by": 1}  # what a policy decides a document on
 MAX_CHAIN_IDS = 10_000  # a chain or _has matching more than this is refused as too broad
 BATCH = 200
 
@@ -34,22 +35,50 @@ def _resource(doc: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-Narrow = Callable[[str, str], Filter | None]  # (type, SMART letters) -> the access clause, None for none
+class Policy(Protocol):
+    """What the request may see (fhir_server/guard.py): a clause ANDed into every query, a decision
+    per stored document, and whether the clause alone is exact for a type (else counts check each)."""
+
+    def clause(self, rtype: str, letters: str) -> Filter | None: ...
+
+    def allows(self, rtype: str, letters: str, doc: dict[str, Any]) -> bool: ...
+
+    def exact(self, rtype: str) -> bool: ...
+
+
+class Everything:
+    def clause(self, rtype: str, letters: str) -> Filter | None:
+        return None
+
+    def allows(self, rtype: str, letters: str, doc: dict[str, Any]) -> bool:
+        return True
+
+    def exact(self, rtype: str) -> bool:
+        return True
 
 
 class Searcher:
-    """Runs searches for one request. ``narrow`` is the request's access clause per type
-    (auth/access.py), ANDed into every query it makes: matches, chains, ``_has`` and includes."""
+    """Runs searches for one request. Its ``policy``'s clause is ANDed into every query it makes
+    (matches, chains, ``_has``, includes), and every document it returns is allowed by the policy:
+    a page holds ``count`` permitted matches whenever there are that many."""
 
-    def __init__(self, store: Store, base_url: str, narrow: Narrow | None = None) -> None:
+    def __init__(self, store: Store, base_url: str, policy: Policy | None = None) -> None:
         self.store = store
         self.base_url = base_url
-        self.narrow: Narrow = narrow or (lambda rtype, letters: None)
+        self.policy: Policy = policy or Everything()
         self.compiler = Compiler(base_url, self._resolve, self._referrers)
 
     def _visible(self, rtype: str, letters: str, *conditions: Filter) -> Filter:
-        access = self.narrow(rtype, letters)
+        access = self.policy.clause(rtype, letters)
         return {"$and": [{"d": False}, *conditions, *([access] if access else [])]}
+
+    def _allowed(self, rtype: str, letters: str, docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return (d for d in docs if self.policy.allows(rtype, letters, d))
+
+    def _decided(self, rtype: str, docs: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+        """Documents a chain or ``_has`` may use: the clause decides, unless it is not exact for the type
+        (then the documents carry ACCESS_FIELDS and each is checked)."""
+        return docs if self.policy.exact(rtype) else self._allowed(rtype, "rs", docs)
 
     # -- chains and _has --------------------------------------------------------------------------
 
@@ -57,17 +86,18 @@ class Searcher:
         return self._visible(rtype, "rs", self.compiler.clause(rtype, clause))
 
     def _resolve(self, rtype: str, clause: Clause) -> list[str]:
-        docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), {"_id": 1}, limit=MAX_CHAIN_IDS + 1)
-        ids = [d["_id"] for d in docs]
+        projection = {"_id": 1} if self.policy.exact(rtype) else ACCESS_FIELDS
+        docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), projection, limit=MAX_CHAIN_IDS + 1)
+        ids = [d["_id"] for d in self._decided(rtype, docs)]
         if len(ids) > MAX_CHAIN_IDS:
             raise BadRequest("the chained search matches too many resources: narrow it")
         return ids
 
     def _referrers(self, rtype: str, clause: Clause, code: str, target: str) -> list[str]:
-        docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), {f"search.{code}.r": 1},
-                                         limit=MAX_CHAIN_IDS + 1)
+        projection = {f"search.{code}.r": 1, **({} if self.policy.exact(rtype) else ACCESS_FIELDS)}
+        docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), projection, limit=MAX_CHAIN_IDS + 1)
         ids: set[str] = set()
-        for doc in docs:
+        for doc in self._decided(rtype, docs):
             for ref in _field(doc, f"search.{code}.r") or ():
                 if isinstance(ref, str) and ref.startswith(target + "/"):
                     ids.add(ref.split("/", 1)[1])
@@ -76,7 +106,7 @@ class Searcher:
     # -- matches ----------------------------------------------------------------------------------
 
     def compile(self, rtype: str, query: SearchQuery, extra: list[Filter] | None = None) -> Compiled:
-        access = self.narrow(rtype, "s")
+        access = self.policy.clause(rtype, "s")
         return self.compiler.compile(rtype, query, [*(extra or []), *([access] if access else [])])
 
     def _confirmed(self, rtype: str, compiled: Compiled, query: SearchQuery, doc: dict[str, Any]) -> bool:
@@ -86,7 +116,7 @@ class Searcher:
         return matches(query, _resource(doc), doc["ts"], base_url=self.base_url, codes=frozenset(multi))
 
     def _projection(self, compiled: Compiled, include_codes: set[str]) -> dict[str, int]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1}
+        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1}
         for field, _ in compiled.sort:
             projection[field] = 1
         for code in compiled.checked:
@@ -106,10 +136,10 @@ class Searcher:
         found: list[dict[str, Any]] = []
         cursor = self.store.db[rtype].find(condition, self._projection(compiled, include_codes), sort=sort,
                                            batch_size=min(BATCH, count + 1))
-        if not compiled.checked:
+        if not compiled.checked and self.policy.exact(rtype):
             cursor = cursor.limit(count + 1)
         for doc in cursor:
-            if self._confirmed(rtype, compiled, query, doc):
+            if self._confirmed(rtype, compiled, query, doc) and self.policy.allows(rtype, "s", doc):
                 found.append(doc)
                 if len(found) > count:
                     break
@@ -125,6 +155,10 @@ class Searcher:
         return [_field(doc, field) for field, _ in compiled.sort]
 
     def count(self, rtype: str, compiled: Compiled, query: SearchQuery) -> int:
+        if not self.policy.exact(rtype):
+            docs = self.store.db[rtype].find(compiled.filter, self._projection(compiled, set()))
+            return sum(1 for d in docs if self._confirmed(rtype, compiled, query, d)
+                       and self.policy.allows(rtype, "s", d))
         if not compiled.checked:
             return self.store.db[rtype].count_documents(compiled.filter)
         single = {f"search.{c}.n": {"$exists": False} for c in compiled.checked}
@@ -137,14 +171,16 @@ class Searcher:
     # -- _include / _revinclude ---------------------------------------------------------------------
 
     def fetch(self, rtype: str, ids: list[str], codes: set[str]) -> Iterator[dict[str, Any]]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1, **{f"search.{c}.r": 1 for c in codes}}
-        yield from self.store.db[rtype].find(self._visible(rtype, "rs", {"_id": {"$in": ids}}), projection)
+        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
+        docs = self.store.db[rtype].find(self._visible(rtype, "rs", {"_id": {"$in": ids}}), projection)
+        yield from self._allowed(rtype, "rs", docs)
 
     def referring(self, rtype: str, code: str, refs: list[str], codes: set[str], limit: int
                   ) -> Iterator[dict[str, Any]]:
-        projection = {"json": 1, "z": 1, "v": 1, "ts": 1, "compartments": 1, **{f"search.{c}.r": 1 for c in codes}}
-        yield from self.store.db[rtype].find(self._visible(rtype, "rs", {f"search.{code}.r": {"$in": refs}}),
-                                             projection, limit=limit)
+        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
+        docs = self.store.db[rtype].find(self._visible(rtype, "rs", {f"search.{code}.r": {"$in": refs}}),
+                                         projection, limit=limit)
+        yield from self._allowed(rtype, "rs", docs)
 
 
 def references(doc: dict[str, Any], code: str) -> list[str]:

@@ -17,7 +17,7 @@ resource rolls it forward (``_roll_forward``), so the state always converges to 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 import time
 import uuid
 import zlib
@@ -117,7 +117,7 @@ class Store:
         if doc is None:
             return None
         return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc),
-                       compartments=tuple(doc.get("compartments") or ()))
+                       compartments=tuple(doc.get("compartments") or ()), by=tuple(doc.get("by") or ()))
 
     def vread(self, rtype: str, rid: str, version: int) -> Version | None:
         doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
@@ -127,7 +127,7 @@ class Store:
     def _history_version(doc: dict[str, Any]) -> Version:
         compartments = tuple(doc["c"]) if "c" in doc else None
         return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"],
-                       compartments)
+                       compartments, tuple(doc.get("by") or ()))
 
     def history_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
                      ) -> tuple[list[Version], tuple[Any, ...] | None]:
@@ -156,18 +156,16 @@ class Store:
 
     @staticmethod
     def history_query(rtype: str | None = None, rid: str | None = None, since: datetime | None = None,
-                      at: tuple[datetime, datetime] | None = None, compartment: str | None = None
+                      at: tuple[datetime, datetime] | None = None, access: dict[str, Any] | None = None
                       ) -> dict[str, Any]:
         """The filter for ``_history`` at system, type or instance level with ``_since`` / ``_at``,
-        optionally only the versions in ``compartment`` ("Patient/1")."""
+        and the caller's ``access`` clause over history entries (``t``, ``c`` compartments, ``by``)."""
         query: dict[str, Any] = {}
         if rtype:
             query["t"] = rtype
         if rid:
             query["i"] = rid
-        if compartment:
-            query["c"] = compartment
-        clauses: list[dict[str, Any]] = []
+        clauses: list[dict[str, Any]] = [access] if access else []
         if since:
             clauses.append({"ts": {"$gte": since}})
         if at:
@@ -179,31 +177,43 @@ class Store:
             query = {"$and": [query, *clauses]} if query else {"$and": clauses}
         return query
 
+    def find_current(self, rtype: str, query: dict[str, Any], projection: dict[str, int]
+                     ) -> Iterator[dict[str, Any]]:
+        """Current, undeleted documents of a type matching ``query`` (only the ``projection`` fields)."""
+        yield from self.db[rtype].find({"$and": [{"d": False}, query]}, projection)
+
+    def current_resources(self, rtype: str, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The current, undeleted resources of a type matching ``query``, parsed."""
+        for doc in self.find_current(rtype, query, {"json": 1, "z": 1}):
+            body = _unpack(doc)
+            if body is not None:
+                yield orjson.loads(body)
+
     # -- writes ---------------------------------------------------------------------------------
 
-    def create(self, rtype: str, resource: dict[str, Any]) -> Version:
-        """Store a new resource under a server-assigned id."""
+    def create(self, rtype: str, resource: dict[str, Any], by: Sequence[str] = ()) -> Version:
+        """Store a new resource under a server-assigned id. ``by``: who writes ("client/<id>", fhirUser)."""
         rid = str(uuid.uuid4())
-        version, _ = self._write(rtype, rid, resource, if_match=None, method="POST")
+        version, _ = self._write(rtype, rid, resource, if_match=None, method="POST", by=by)
         return version
 
-    def update(self, rtype: str, rid: str, resource: dict[str, Any], if_match: int | None = None
-               ) -> tuple[Version, bool]:
+    def update(self, rtype: str, rid: str, resource: dict[str, Any], if_match: int | None = None,
+               by: Sequence[str] = ()) -> tuple[Version, bool]:
         """Store a new version (or the first one: update as create). Returns it and whether it created."""
-        return self._write(rtype, rid, resource, if_match=if_match, method="PUT")
+        return self._write(rtype, rid, resource, if_match=if_match, method="PUT", by=by)
 
-    def delete(self, rtype: str, rid: str, if_match: int | None = None) -> Version | None:
+    def delete(self, rtype: str, rid: str, if_match: int | None = None, by: Sequence[str] = ()) -> Version | None:
         """Logically delete; None when there was nothing to delete (missing or already deleted)."""
         current = self.read(rtype, rid)
         if current is None or current.deleted:
             if if_match is not None:
                 raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
             return None
-        version, _ = self._write(rtype, rid, None, if_match=if_match, method="DELETE")
+        version, _ = self._write(rtype, rid, None, if_match=if_match, method="DELETE", by=by)
         return version
 
     def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
-               method: str) -> tuple[Version, bool]:
+               method: str, by: Sequence[str] = ()) -> tuple[Version, bool]:
         current_coll = self.db[rtype]
         search = self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
         for attempt in range(MAX_WRITE_ATTEMPTS):
@@ -219,7 +229,7 @@ class Store:
             version = base + 1
             body = None if resource is None else self._stamp(resource, rid, version, ts)
             entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts,
-                     "m": method, "c": search.get("compartments") or [], **self._pack(body)}
+                     "m": method, "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
             try:
                 self.history.insert_one(entry)  # the commit point
             except DuplicateKeyError:
@@ -232,7 +242,7 @@ class Store:
                 self.history.update_one({"_id": f"{rtype}/{rid}/{base}"}, {"$set": {"until": ts}})
             created = current is None or bool(current.get("d"))
             return Version(rtype, rid, version, ts, resource is None, body, method,
-                           tuple(search.get("compartments") or ())), created
+                           tuple(search.get("compartments") or ()), tuple(by)), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
 
     def _stamp(self, resource: dict[str, Any], rid: str, version: int, ts: datetime) -> bytes:
@@ -257,7 +267,7 @@ class Store:
         search index of that version (search/index.py) beside it."""
         coll = self.db[rtype]
         doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
-               "search": {}, "sortkey": {}, "compartments": [], **search}
+               "by": entry.get("by") or [], "search": {}, "sortkey": {}, "compartments": [], **search}
         if entry.get("z"):
             doc["z"] = True
         if base == 0:

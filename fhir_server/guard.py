@@ -1,0 +1,154 @@
+"""What one request may see and do: the token's scopes (auth/access.py) and, for patient data, the DMP
+rules with the patients' Consents (consent/engine.py), over the facts this module loads.
+
+Every read path asks the same two questions (ARCHITECTURE.md rules 5 and 6): ``clause(type)``, ANDed
+into each query so that counts and pages stay true, and ``permits(type, ...)`` for each resource
+before it leaves. The facts (which patients' records the caller may open, and their Consents) are
+loaded once per request and never cached across requests, so a Consent change applies to the next one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .auth import access
+from .consent.engine import Access, PatientFacts, Settings, patients_in
+from .consent.model import consent_rule
+from .context import RequestContext
+from .search.compile import Filter
+from .search.registry import compartments
+from .resources import jsonio
+from .storage import Store
+from .storage.search import stored_json
+
+
+def _and(*conditions: Filter | None) -> Filter | None:
+    present = [c for c in conditions if c]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+class Guard:
+    def __init__(self, store: Store, ctx: RequestContext, settings: Settings, targets: Iterable[str] = ()) -> None:
+        self.store, self.ctx, self.settings = store, ctx, settings
+        self.targets = {t for t in targets if t}  # patients the request names (emergency access is per patient)
+        self._access: Access | None = None
+
+    @property
+    def who(self) -> Any:
+        return self.ctx.who
+
+    # -- facts -----------------------------------------------------------------------------------
+
+    def consent(self, extra_patients: Iterable[str] = ()) -> Access:
+        """The consent decision over the patients this request may concern (loaded once)."""
+        extra = set(extra_patients)
+        if self._access is None or not extra <= set(self._access.facts):
+            known = dict(self._access.facts) if self._access else {}
+            wanted = (self._candidates() | self.targets | extra) - set(known)
+            known.update(self._facts(wanted))
+            self._access = Access(self.who, known, self.settings)
+        return self._access
+
+    def _candidates(self) -> set[str]:
+        """Patients whose record the caller may open without naming them: their own (patients,
+        representatives), or where a professional is treating physician, in the care team or authorised."""
+        who = self.who
+        if who.kind in ("patient", "representative"):
+            return {who.patient} if who.patient else set()
+        if who.kind != "practitioner":
+            return set()
+        me = [r for r in (who.fhir_user, who.organization) if r]
+        if who.rpps:
+            me += [f"urn:oid:1.2.250.1.71.4.2.1|{who.rpps}", f"https://rpps.esante.gouv.fr|{who.rpps}"]
+        if not me:
+            return set()
+        found: set[str] = set()
+        for rtype, code in (("Consent", "actor"), ("Patient", "general-practitioner"), ("CareTeam", "participant")):
+            for doc in self.store.find_current(rtype, {f"search.{code}.r": {"$in": me}}, {"compartments": 1}):
+                found.update(patients_in(doc.get("compartments") or ()))
+        return found
+
+    def _facts(self, patients: set[str]) -> dict[str, PatientFacts]:
+        if not patients:
+            return {}
+        refs = [f"Patient/{p}" for p in sorted(patients)]
+        consents: dict[str, list[Any]] = {}
+        for resource in self.store.current_resources("Consent", {"compartments": {"$in": refs}}):
+            rule = consent_rule(resource)
+            if rule is not None:
+                consents.setdefault(rule.patient, []).append(rule)
+        teams: dict[str, set[str]] = {}
+        for team in self.store.current_resources("CareTeam", {"compartments": {"$in": refs}}):
+            subject = ((team.get("subject") or {}).get("reference") or "").removeprefix("Patient/")
+            if team.get("status") in (None, "active"):
+                teams.setdefault(subject, set()).update(
+                    (p.get("member") or {}).get("reference", "") for p in team.get("participant") or ())
+        facts = {}
+        for patient in self.store.current_resources("Patient", {"_id": {"$in": sorted(patients)}}):
+            pid = str(patient["id"])
+            facts[pid] = PatientFacts(
+                pid, open=patient.get("active") is not False,
+                treating=frozenset(g.get("reference", "") for g in patient.get("generalPractitioner") or ()),
+                care_team=frozenset(teams.get(pid, ())), consents=tuple(consents.get(pid, ())))
+        return facts
+
+    # -- decisions ----------------------------------------------------------------------------------
+
+    def clause(self, rtype: str, letters: str) -> Filter | None:
+        scopes = access.narrowing(self.who, rtype, letters, self.ctx.base_url)
+        if scopes == access.NOTHING:
+            return scopes
+        if self.who.kind == "system" and not self.who.operator and access_is_patient_data(rtype):
+            return _and(scopes, {"by": f"client/{self.who.client_id}"})  # a system client reads what it fed
+        return _and(scopes, self.consent().clause(rtype))
+
+    def permits(self, rtype: str, letters: str, in_compartments: Callable[[], Sequence[str]],
+                resource: Callable[[], dict[str, Any]], written_by: Callable[[], Sequence[str]] = tuple) -> bool:
+        if not access.permits(self.who, rtype, letters, in_compartments, resource, self.ctx.base_url):
+            return False
+        if not access_is_patient_data(rtype):
+            return True
+        if self.who.kind == "system" and not self.who.operator:
+            return f"client/{self.who.client_id}" in written_by()
+        compartments = in_compartments()
+        return self.consent(patients_in(compartments)).permits(rtype, resource(), compartments)
+
+
+    def history_clause(self, rtype: str | None, letters: str) -> Filter | None:
+        """The same narrowing over ``history`` entries (``t`` type, ``c`` compartments, ``by`` writer),
+        at type level (``rtype``) or system level (None). Labels are checked per entry."""
+        patient_types = sorted(_patient_types())
+        types = [rtype] if rtype else patient_types
+        options: list[Filter] = []
+        bound = access.patient_bound(self.who, rtype or "Patient", letters)
+        if bound is not None:
+            options.append({"c": f"Patient/{bound}" if bound else "\u0000"})
+        if self.who.kind == "system" and not self.who.operator:
+            options.append({"by": f"client/{self.who.client_id}"})
+        elif not self.consent().unrestricted:
+            consent = self.consent()
+            refs = [f"Patient/{p}" for p in consent.facts if consent.record(p) != "none"]
+            options.append({"c": {"$in": refs}})
+        if not options or not any(t in patient_types for t in types):
+            return None
+        narrowed = _and(*options)
+        return narrowed if rtype else {"$or": [{"t": {"$nin": patient_types}}, narrowed]}
+
+    # -- the storage Policy (storage/search.py) --------------------------------------------------
+
+    def allows(self, rtype: str, letters: str, doc: dict[str, Any]) -> bool:
+        return self.permits(rtype, letters, lambda: doc.get("compartments") or (),
+                            lambda: jsonio.loads(stored_json(doc)), lambda: doc.get("by") or ())
+
+    def exact(self, rtype: str) -> bool:
+        return self.who.kind == "system" or self.consent().exact(rtype)
+
+
+def _patient_types() -> set[str]:
+    return {"Patient", *compartments()["Patient"]}
+
+
+def access_is_patient_data(rtype: str) -> bool:
+    return rtype in _patient_types()
