@@ -44,6 +44,9 @@ class Config:
     consent_treating_physician_sees_masked: bool = False  # rule 4
     consent_block_beats_emergency: bool = True  # rule 2
     consent_hidden_from_patient_days: int = 30  # rule 5
+    # Off only to prove, in tests, that the per-resource checks alone leak nothing (slow: every
+    # candidate is read and checked, counts included).
+    consent_narrowing: bool = True
     # Sign-in delegated to an external OpenID Connect provider (FranceConnect, Pro Santé Connect)
     # when oidc_issuer is set; local users (fhir-server users add) sign in with a password regardless.
     oidc_issuer: str = ""

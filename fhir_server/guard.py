@@ -30,8 +30,9 @@ def _and(*conditions: Filter | None) -> Filter | None:
 
 
 class Guard:
-    def __init__(self, store: Store, ctx: RequestContext, settings: Settings, targets: Iterable[str] = ()) -> None:
-        self.store, self.ctx, self.settings = store, ctx, settings
+    def __init__(self, store: Store, ctx: RequestContext, settings: Settings, targets: Iterable[str] = (),
+                 narrowing: bool = True) -> None:
+        self.store, self.ctx, self.settings, self.narrowing = store, ctx, settings, narrowing
         self.targets = {t for t in targets if t}  # patients the request names (emergency access is per patient)
         self._access: Access | None = None
 
@@ -48,7 +49,7 @@ class Guard:
             known = dict(self._access.facts) if self._access else {}
             wanted = (self._candidates() | self.targets | extra) - set(known)
             known.update(self._facts(wanted))
-            self._access = Access(self.who, known, self.settings)
+            self._access = Access(self.who, known, self.settings, named=self.targets)
         return self._access
 
     def _candidates(self) -> set[str]:
@@ -102,7 +103,7 @@ class Guard:
             return scopes
         if self.who.kind == "system" and not self.who.operator and access_is_patient_data(rtype):
             return _and(scopes, {"by": f"client/{self.who.client_id}"})  # a system client reads what it fed
-        return _and(scopes, self.consent().clause(rtype))
+        return _and(scopes, self.consent().clause(rtype) if self.narrowing else None)
 
     def permits(self, rtype: str, letters: str, in_compartments: Callable[[], Sequence[str]],
                 resource: Callable[[], dict[str, Any]], written_by: Callable[[], Sequence[str]] = tuple) -> bool:
@@ -127,7 +128,7 @@ class Guard:
             options.append({"c": f"Patient/{bound}" if bound else "\u0000"})
         if self.who.kind == "system" and not self.who.operator:
             options.append({"by": f"client/{self.who.client_id}"})
-        elif not self.consent().unrestricted:
+        elif self.narrowing and not self.consent().unrestricted:
             consent = self.consent()
             refs = [f"Patient/{p}" for p in consent.facts if consent.record(p) != "none"]
             options.append({"c": {"$in": refs}})
@@ -143,6 +144,8 @@ class Guard:
                             lambda: jsonio.loads(stored_json(doc)), lambda: doc.get("by") or ())
 
     def exact(self, rtype: str) -> bool:
+        if not self.narrowing:
+            return not access_is_patient_data(rtype) or self.consent().unrestricted
         return self.who.kind == "system" or self.consent().exact(rtype)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from .config import Config
 from .context import RequestContext
 from .auth import access
-from .consent.engine import Settings
+from .consent.engine import Settings, patients_in
 from .guard import Guard
 from .errors import BadRequest, Forbidden, Gone, Issue, NotFound, PreconditionFailed, operation_outcome
 from .resources import bundle, jsonio
@@ -37,7 +37,7 @@ class Services:
     consent: Settings = field(default_factory=Settings)
 
     def guard(self, ctx: RequestContext, targets: Iterable[str] = ()) -> Guard:
-        return Guard(self.store, ctx, self.consent, targets)
+        return Guard(self.store, ctx, self.consent, targets, self.config.consent_narrowing)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def read(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Result:
     check_type(rtype)
     check_id(rid)
     access.require(ctx.who, "read", rtype)
-    version = _visible(svc.guard(ctx), svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    version = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
     return Result(200, version.json, version)
 
 
@@ -98,8 +98,14 @@ def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) ->
     access.require(ctx.who, "vread", rtype)
     if not vid.isdigit():
         raise NotFound(f"{rtype}/{rid} has no version '{vid}'")
-    version = _visible(svc.guard(ctx), svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
+    version = _named(svc, ctx, svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
     return Result(200, version.json, version)
+
+
+def _named(svc: Services, ctx: RequestContext, version: Version | None, what: str) -> Version:
+    """``_visible`` for a resource the request names by id: its patients count as named (emergency)."""
+    patients = patients_in(version.compartments or ()) if version is not None else []
+    return _visible(svc.guard(ctx, patients), version, what)
 
 
 def _writer(ctx: RequestContext) -> tuple[str, ...]:
@@ -230,17 +236,18 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
         allowed = compartments()[compartment[0]]
         if types[0] != compartment[0] and types[0] not in allowed:
             raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
-    targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(params)
+    targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(types, params)
     body = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
                          strict=ctx.handling == "strict", compartment=compartment, policy=svc.guard(ctx, targets))
     return Result(200, body)
 
 
-def _named_patients(params: list[tuple[str, str]]) -> list[str]:
-    """The patients a search names (``patient``, ``subject``): emergency access opens only those."""
+def _named_patients(types: list[str], params: list[tuple[str, str]]) -> list[str]:
+    """The patients a search names (``patient``, ``subject``, a Patient ``_id``): emergency access
+    opens only those."""
     named = []
     for name, value in params:
-        if name.split(":")[0] in ("patient", "subject"):
+        if name.split(":")[0] in ("patient", "subject") or (name == "_id" and types == ["Patient"]):
             named += [v.strip().rsplit("/", 1)[-1] for v in value.split(",") if v.strip()]
     return named
 

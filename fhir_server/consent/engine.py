@@ -116,8 +116,10 @@ class Access:
     """What one caller may see of the records of some patients."""
 
     def __init__(self, who: Identity, facts: dict[str, PatientFacts], settings: Settings,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, named: Iterable[str] | None = None) -> None:
+        """``named``: the patients the request names; emergency access opens only those (None: any)."""
         self.who, self.facts, self.settings = who, facts, settings
+        self.named = None if named is None else frozenset(named)
         self.now = now or datetime.now(UTC)
         self.me = self._me()
 
@@ -207,7 +209,8 @@ class Access:
         if self.who.kind != "practitioner" or facts is None or not facts.open:
             return "none"  # rules 9 and 12; system clients read only what they wrote (the store's clause)
         decisions = self._consents(facts, None, None)
-        emergency = self.who.purpose in EMERGENCY and not self._refused_emergency(facts)
+        emergency = self.who.purpose in EMERGENCY and (self.named is None or patient in self.named) \
+            and not self._refused_emergency(facts)
         if "deny" in decisions and (self.settings.block_beats_emergency or not emergency):
             return "none"  # rule 2: a block beats every permission
         me = self.who.fhir_user or ""

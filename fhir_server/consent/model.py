@@ -72,8 +72,10 @@ class Provision:
         return bool(self.labels or self.classes or self.codes or self.data_period or self.data)
 
 
-def provision(raw: dict[str, Any], inherited: str = "deny") -> Provision:
-    kind = raw.get("type") or ("permit" if inherited == "deny" else "deny")  # an exception flips its parent
+def provision(raw: dict[str, Any], parent: str | None = None) -> Provision:
+    """A provision; without a ``type``, a root one withholds (the official examples' "consent directive"
+    sense: notThem, notThis, Out) and a nested one is the exception to its parent."""
+    kind = raw.get("type") or ("deny" if parent in (None, "permit") else "permit")
     classes = frozenset(str(c["code"]) for c in raw.get("class") or () if isinstance(c, dict) and c.get("code"))
     return Provision(
         type=kind,
@@ -114,5 +116,7 @@ def consent_rule(resource: dict[str, Any]) -> ConsentRule | None:
     patient = ((resource.get("patient") or {}).get("reference") or "")
     if not patient.startswith("Patient/"):
         return None
-    root = provision(resource.get("provision") or {}, "deny") if resource.get("provision") else Provision("permit")
+    if not isinstance(resource.get("provision"), dict):
+        return None  # a Consent without a provision decides nothing
+    root = provision(resource["provision"])
     return ConsentRule(str(resource.get("id", "")), patient.split("/", 1)[1].split("/_history/")[0], root)
