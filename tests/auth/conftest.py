@@ -47,6 +47,11 @@ class Smart:
                redirect: bool = True) -> tuple[str, str | None]:
         return admin.add_client(self.store, f"test {kind}", kind, [REDIRECT] if redirect else [], scope, jwks)
 
+    def app(self, redirect_uri: str, scope: str = "openid fhirUser launch/patient patient/*.rs",
+            name: str = "test app") -> str:
+        """A public client (PKCE, no secret) registered with a redirect URI of the caller's own."""
+        return admin.add_client(self.store, name, "public", [redirect_uri], scope)[0]
+
     def user(self, kind: str, fhir_user: str, **extra: Any) -> str:
         name = f"{kind}-{secrets.token_hex(4)}"
         admin.add_user(self.store, name, "s3cret-pass", kind, fhir_user, **extra)
