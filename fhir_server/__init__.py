@@ -32,7 +32,8 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
     store.ensure_indexes()
     consent = Settings(config.consent_treating_physician_sees_masked, config.consent_block_beats_emergency,
-                       config.consent_hidden_from_patient_days, habilitation_grid())
+                       config.consent_hidden_from_patient_days, habilitation_grid(),
+                       config.consent_allow_hidden_and_masked)
     app.extensions["fhir"] = Services(config, store, consent)
     app.extensions["fhir-capability"] = routes.capability_statement()
     auth_store = AuthStore(store.db)

@@ -44,6 +44,7 @@ class Config:
     consent_treating_physician_sees_masked: bool = False  # rule 4
     consent_block_beats_emergency: bool = True  # rule 2
     consent_hidden_from_patient_days: int = 30  # rule 5
+    consent_allow_hidden_and_masked: bool = False  # rule 5
     # Off only to prove, in tests, that the per-resource checks alone leak nothing (slow: every
     # candidate is read and checked, counts included).
     consent_narrowing: bool = True

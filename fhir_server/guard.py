@@ -14,6 +14,8 @@ from typing import Any
 from .auth import access
 from .consent.engine import Access, PatientFacts, Settings, patients_in
 from .consent.model import consent_rule
+from .consent.writes import check_write
+from .search.index import index
 from .context import RequestContext
 from .search.compile import Filter
 from .search.registry import compartments
@@ -136,6 +138,15 @@ class Guard:
             return None
         narrowed = _and(*options)
         return narrowed if rtype else {"$or": [{"t": {"$nin": patient_types}}, narrowed]}
+
+    def check_write(self, action: str, rtype: str, new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """The DMP rules on writes (consent/writes.py), over the records the resource belongs to."""
+        if not access_is_patient_data(rtype):
+            return
+        patients = {p for r in (new, old) if r for p in patients_in(index(r)["compartments"])}
+        facts = self.consent(patients).facts
+        check_write(self.who, action, rtype, new, old, {p: facts[p] for p in patients if p in facts}, self.settings,
+                    self.settings.allow_hidden_and_masked)
 
     # -- the storage Policy (storage/search.py) --------------------------------------------------
 

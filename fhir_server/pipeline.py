@@ -138,6 +138,7 @@ def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes) -> Resul
     resource = parse_resource(body, svc.config.max_json_depth)
     validate(resource, rtype)
     _may_write(ctx, rtype, "c", resource)
+    svc.guard(ctx).check_write("create", rtype, resource, None)
     version = svc.store.create(rtype, resource, _writer(ctx))
     return Result(201, version.json, version, _location(ctx, version))
 
@@ -151,8 +152,11 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
     validate(resource, rtype, rid)
     _may_write(ctx, rtype, "u", resource)
     current = svc.store.read(rtype, rid)
-    if current is not None and not current.deleted and not _may_change(svc.guard(ctx), current, "u"):
+    existing = current if current is not None and not current.deleted and current.json else None
+    guard = svc.guard(ctx)
+    if existing is not None and not _may_change(guard, existing, "u"):
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
+    guard.check_write("update", rtype, resource, jsonio.loads(existing.json) if existing and existing.json else None)
     version, created = svc.store.update(rtype, rid, resource, if_match, _writer(ctx))
     return Result(201 if created else 200, version.json, version, _location(ctx, version))
 
@@ -168,6 +172,7 @@ def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: i
         if if_match is not None:
             raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
     else:
+        svc.guard(ctx).check_write("delete", rtype, None, jsonio.loads(current.json) if current.json else None)
         version = svc.store.delete(rtype, rid, if_match, _writer(ctx))
     if version is None:
         text = f"{rtype}/{rid} does not exist or was already deleted: nothing to do"

@@ -231,3 +231,47 @@ def test_a_consent_change_applies_to_the_next_request(dmp: Dmp, server: LiveServ
     finally:
         admin.delete(f"Consent/{permit['id']}")
     assert _ids(stranger.get(f"DocumentReference?patient={adult}").json()) == set()
+
+
+def test_write_rules(dmp: Dmp, server: LiveServer) -> None:
+    adult, closed = dmp.p["adult"], dmp.p["closed"]
+    actors = dmp.actors()
+    admin = server.client()
+    blocked = server.client("user/*.cruds", **actors["dr_blocked"])
+    stranger = server.client("user/*.cruds", **actors["dr_none"])
+    patient = server.client("patient/*.cruds", **actors["patient"])
+    created: list[str] = []
+
+    def kept(response: Any) -> Any:
+        if response.status_code == 201:
+            created.append(f"{response.json()['resourceType']}/{response.json()['id']}")
+        return response
+    try:
+        # rule 3: feeding needs no authorisation, even for a blocked professional
+        fed = kept(blocked.post("DocumentReference", _document(adult, f"Practitioner/{dmp.dr['blocked']}")))
+        assert fed.status_code == 201, fed.text
+        assert kept(stranger.post("DocumentReference", _document(adult, f"Practitioner/{dmp.dr['none']}"))
+                    ).status_code == 201
+        # rule 9: a closed record takes no new data
+        refused = kept(stranger.post("DocumentReference", _document(closed, f"Practitioner/{dmp.dr['none']}")))
+        assert refused.status_code == 409 and "closed" in refused.text
+        # rule 5: not both hidden from the patient and masked
+        both = _document(adult, f"Practitioner/{dmp.dr['none']}", labels=("INVISIBLE_PATIENT", "MASQUE_PS"))
+        assert kept(stranger.post("DocumentReference", both)).status_code == 422
+        # rule 11: only the author deletes a document; the patient cannot delete a professional's
+        mine = fed.json()["id"]
+        assert patient.delete(f"DocumentReference/{mine}").status_code == 403
+        assert admin.get(f"DocumentReference/{mine}").status_code == 200
+        assert blocked.delete(f"DocumentReference/{mine}").status_code == 200
+        assert admin.get(f"DocumentReference/{mine}").status_code == 410
+        # rule 10: the patient changes their Consents; a professional records only plain authorisations
+        none, auth, btg = (f"Practitioner/{dmp.dr[k]}" for k in ("none", "auth", "btg"))
+        assert kept(patient.post("Consent", _consent(adult, "deny", none))).status_code == 201
+        assert kept(stranger.post("Consent", _consent(adult, "deny", auth))).status_code == 403
+        assert kept(stranger.post("Consent", _consent(adult, "permit", purpose="BTG"))).status_code == 403
+        assert kept(stranger.post("Consent", _consent(adult, "permit", btg))).status_code == 201
+        other = server.client("patient/*.cruds", fhir_user=f"Patient/{dmp.p['minor']}")
+        assert kept(other.post("Consent", _consent(adult, "permit", none))).status_code == 403
+    finally:
+        for ref in created:  # leave the shared data set as the other tests know it
+            assert admin.delete(ref).status_code == 200

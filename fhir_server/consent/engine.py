@@ -35,6 +35,7 @@ class Settings:
     hidden_from_patient_days: int = 30  # rule 5: INVISIBLE_PATIENT lapses after this
     # rule 8: profession (TRE_G15 code) -> DocumentReference types (LOINC) it may never read
     forbidden_types: dict[str, frozenset[str]] = field(default_factory=dict)
+    allow_hidden_and_masked: bool = False  # rule 5: INVISIBLE_PATIENT together with MASQUE_PS
 
 
 def habilitation_grid() -> dict[str, frozenset[str]]:

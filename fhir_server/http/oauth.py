@@ -128,7 +128,7 @@ def _csrf() -> str:
 def _html(text: str, status: int = 200) -> Response:
     return Response(text, status=status, content_type="text/html; charset=utf-8",
                     headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"})
+                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"})
 
 
 def federation() -> Federation | None:

@@ -68,6 +68,22 @@ def test_invalid_tokens_are_401(smart: Smart) -> None:
 
 def test_unknown_purpose_of_use_is_refused(smart: Smart) -> None:
     assert _get(smart, smart.server.token("system/*.rs", purpose_of_use="MARKETING")).status_code == 401
+    iua = {"ihe_iua": {"purpose_of_use": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                                          "code": "MARKETING"}}}
+    assert _get(smart, smart.server.token("system/*.rs", purpose=None, extensions=iua)).status_code == 401
+
+
+def test_identity_reads_the_token_claims() -> None:
+    from fhir_server.auth.bearer import identity
+    who = identity({"jti": "j", "client_id": "app", "scope": "user/*.rs launch", "fhirUser": "Practitioner/9",
+                    "kind": "practitioner", "rpps": "10001", "organization": "Organization/chu",
+                    "extensions": {"ihe_iua": {"purpose_of_use": [{"code": "ETREAT"}]}}})
+    assert (who.kind, who.fhir_user, who.rpps, who.purpose, who.organization) == \
+        ("practitioner", "Practitioner/9", "10001", "ETREAT", "Organization/chu")
+    assert [str(s) for s in who.scopes] == ["user/*.rs"]
+    # a patient's own record is their context, whatever else the token says
+    assert identity({"jti": "j", "scope": "patient/*.rs", "kind": "patient", "fhirUser": "Patient/7",
+                     "patient": "8"}).patient == "7"
 
 
 def _cli(smart: Smart, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

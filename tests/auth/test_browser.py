@@ -104,6 +104,9 @@ def test_js_fhirclient_standalone_launch_in_chromium(smart: Smart, app_origin: s
 def test_js_fhirclient_practitioner_picks_the_patient_in_chromium(smart: Smart, app_origin: str) -> None:
     writer = smart.server.client()
     patient = _patient(writer, "Perrin", "Agathe", "1995-12-01")
+    # the DMP opens a record to its treating physician (consent rules): make Dr Girard hers
+    patient = {**patient, "generalPractitioner": [{"reference": "Practitioner/browser-gp"}]}
+    assert writer.put(f"Patient/{patient['id']}", patient).status_code == 200
     user = smart.user("practitioner", "Practitioner/browser-gp", name="Dr Paul Girard", rpps="10001234567")
     scope = "openid fhirUser launch/patient user/*.rs"
 
