@@ -48,6 +48,8 @@ class Config:
     # Off only to prove, in tests, that the per-resource checks alone leak nothing (slow: every
     # candidate is read and checked, counts included).
     consent_narrowing: bool = True
+    # Every access is recorded as an AuditEvent before it is answered; off only for benchmarks.
+    audit: bool = True
     # Sign-in delegated to an external OpenID Connect provider (FranceConnect, Pro Santé Connect)
     # when oidc_issuer is set; local users (fhir-server users add) sign in with a password regardless.
     oidc_issuer: str = ""

@@ -41,3 +41,4 @@ class RequestContext:
     handling: str = "lenient"  # Prefer: handling=strict refuses unknown search parameters
     headers: dict[str, str] = field(default_factory=dict)
     who: Identity = DEVELOPMENT
+    client_address: str | None = None  # the network address the request came from, for the audit trail

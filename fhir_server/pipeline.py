@@ -13,10 +13,13 @@ from urllib.parse import urlencode
 
 from .config import Config
 from .context import RequestContext
+from .audit import balp, trail
 from .auth import access
 from .consent.engine import Settings, patients_in
 from .guard import Guard
-from .errors import BadRequest, Forbidden, Gone, Issue, NotFound, PreconditionFailed, operation_outcome
+from .consent.engine import EMERGENCY
+from .errors import (BadRequest, Forbidden, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
+                     operation_outcome)
 from .resources import bundle, jsonio
 from .resources.parse import check_id, parse_resource
 from .resources.schema import RESOURCE_TYPES
@@ -73,9 +76,14 @@ def _permitted(guard: Guard, version: Version, letters: str) -> bool:
     return guard.permits(version.type, letters, compartments, resource, lambda: version.by)
 
 
-def _visible(guard: Guard, version: Version | None, what: str) -> Version:
-    """The version, if it exists and the caller may see it: what they may not see does not exist."""
-    if version is None or not _permitted(guard, version, "r"):
+def _visible(svc: Services, guard: Guard, version: Version | None, what: str) -> Version:
+    """The version, if it exists and the caller may see it: what they may not see does not exist (the
+    refusal is audited, the answer is the one a missing resource gets)."""
+    if version is not None and not _permitted(guard, version, "r"):
+        for patient in patients_in(version.compartments or ()):
+            _audit_events(svc, [balp.consent_decision(guard.ctx, patient, False, [], guard.ctx.client_address)])
+        version = None
+    if version is None:
         raise NotFound(f"{what} is not known")
     if version.deleted:
         raise Gone(f"{what} was deleted", headers={"ETag": version.etag})
@@ -88,6 +96,7 @@ def read(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Result:
     check_id(rid)
     access.require(ctx.who, "read", rtype)
     version = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    _audit_read(svc, ctx, "read", version)
     return Result(200, version.json, version)
 
 
@@ -99,13 +108,46 @@ def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) ->
     if not vid.isdigit():
         raise NotFound(f"{rtype}/{rid} has no version '{vid}'")
     version = _named(svc, ctx, svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
+    _audit_read(svc, ctx, "vread", version)
     return Result(200, version.json, version)
 
 
 def _named(svc: Services, ctx: RequestContext, version: Version | None, what: str) -> Version:
     """``_visible`` for a resource the request names by id: its patients count as named (emergency)."""
     patients = patients_in(version.compartments or ()) if version is not None else []
-    return _visible(svc.guard(ctx, patients), version, what)
+    return _visible(svc, svc.guard(ctx, patients), version, what)
+
+
+def _audit_events(svc: Services, events: list[dict[str, Any]]) -> None:
+    if svc.config.audit:
+        trail.record(svc.store, events)
+
+
+def _audit(svc: Services, ctx: RequestContext, interaction: str, patients: Iterable[str],
+           references: Iterable[str] = (), query: str | None = None) -> None:
+    """Record the access before it is answered (BALP: one event per patient), with a security alert
+    per record opened in an emergency mode."""
+    if not svc.config.audit:
+        return
+    patients = sorted(set(patients))
+    events = balp.rest(ctx, interaction, patients, references, query, client_address=ctx.client_address)
+    if ctx.who.purpose in EMERGENCY:
+        events += [balp.emergency_started(ctx, p, ctx.client_address) for p in patients]
+    trail.record(svc.store, events)
+
+
+def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
+    patients = patients_in(version.compartments or ())
+    if patients:  # BALP PatientRead: reads of patient data
+        _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
+
+
+def _audit_write(svc: Services, ctx: RequestContext, interaction: str, version: Version | None,
+                 before: Version | None = None) -> None:
+    if version is None:
+        return
+    patients = set(patients_in(version.compartments or ())) | set(patients_in((before.compartments or ()) if before else ()))
+    _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
 
 
 def _writer(ctx: RequestContext) -> tuple[str, ...]:
@@ -127,6 +169,12 @@ def _may_write(ctx: RequestContext, rtype: str, letter: str, resource: dict[str,
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
 
 
+def _append_only(rtype: str) -> None:
+    if rtype == "AuditEvent":
+        raise MethodNotAllowed("AuditEvents are append-only: they are never updated nor deleted",
+                               headers={"Allow": "GET, POST"})
+
+
 def _location(ctx: RequestContext, version: Version) -> str:
     return f"{ctx.base_url}/{version.type}/{version.id}/_history/{version.version}"
 
@@ -140,6 +188,7 @@ def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes) -> Resul
     _may_write(ctx, rtype, "c", resource)
     svc.guard(ctx).check_write("create", rtype, resource, None)
     version = svc.store.create(rtype, resource, _writer(ctx))
+    _audit_write(svc, ctx, "create", version)
     return Result(201, version.json, version, _location(ctx, version))
 
 
@@ -147,6 +196,7 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
     """https://hl7.org/fhir/R4/http.html#update, update as create included."""
     check_type(rtype)
     check_id(rid)
+    _append_only(rtype)
     access.require(ctx.who, "update", rtype)
     resource = parse_resource(body, svc.config.max_json_depth)
     validate(resource, rtype, rid)
@@ -158,6 +208,7 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
     guard.check_write("update", rtype, resource, jsonio.loads(existing.json) if existing and existing.json else None)
     version, created = svc.store.update(rtype, rid, resource, if_match, _writer(ctx))
+    _audit_write(svc, ctx, "create" if created else "update", version, existing)
     return Result(201 if created else 200, version.json, version, _location(ctx, version))
 
 
@@ -165,6 +216,7 @@ def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: i
     """https://hl7.org/fhir/R4/http.html#delete: logical, idempotent."""
     check_type(rtype)
     check_id(rid)
+    _append_only(rtype)
     access.require(ctx.who, "delete", rtype)
     current = svc.store.read(rtype, rid)
     if current is None or current.deleted or not _may_change(svc.guard(ctx), current, "d"):
@@ -174,6 +226,7 @@ def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: i
     else:
         svc.guard(ctx).check_write("delete", rtype, None, jsonio.loads(current.json) if current.json else None)
         version = svc.store.delete(rtype, rid, if_match, _writer(ctx))
+        _audit_write(svc, ctx, "delete", version, current)
     if version is None:
         text = f"{rtype}/{rid} does not exist or was already deleted: nothing to do"
     else:
@@ -201,7 +254,13 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
     versions, next_keyset = svc.store.history_page(query, count, after)
     versions = [v for v in versions if _permitted(guard, v, letters)]
     if rid is not None and not versions and after is None:
-        _visible(guard, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
+        _visible(svc, guard, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
+    patients = {p for v in versions for p in patients_in(v.compartments or ())}
+    if rid is not None:
+        if patients:
+            _audit(svc, ctx, "read", patients, [f"{rtype}/{rid}/_history"])
+    else:
+        _audit(svc, ctx, "search", patients, query=urlencode(params))
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     kept = {k: params[k] for k in ("_count", "_since", "_at") if params.get(k)}
     links = {"self": _url(ctx, path, {**kept, **({"_cursor": cursor} if cursor else {})})}
@@ -242,8 +301,10 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
         if types[0] != compartment[0] and types[0] not in allowed:
             raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
     targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(types, params)
-    body = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
-                         strict=ctx.handling == "strict", compartment=compartment, policy=svc.guard(ctx, targets))
+    body, patients = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
+                                   strict=ctx.handling == "strict", compartment=compartment,
+                                   policy=svc.guard(ctx, targets))
+    _audit(svc, ctx, "search", patients, query=f"{path}?{urlencode(params)}")
     return Result(200, body)
 
 
@@ -263,10 +324,11 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
     check_id(rid)
     access.require(ctx.who, "everything", "Patient")
     guard = svc.guard(ctx, [rid])
-    _visible(guard, svc.store.read("Patient", rid), f"Patient/{rid}")
+    _visible(svc, guard, svc.store.read("Patient", rid), f"Patient/{rid}")
     members = list(dict.fromkeys(["Patient", *sorted(compartments()["Patient"])]))
     wanted = [t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()]
-    types = [t for t in members if (not wanted or t in wanted) and access.allows(ctx.who, "s", t)]
+    # the audit trail is in the compartment but not part of the record: only when asked for by _type
+    types = [t for t in members if (t in wanted if wanted else t != "AuditEvent") and access.allows(ctx.who, "s", t)]
     search_params: list[tuple[str, str]] = []
     for name, value in params:
         if name == "_since":
@@ -274,8 +336,9 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
             search_params.append(("_lastUpdated", f"ge{value}"))
         elif name in ("_count", "_cursor", "_type"):
             search_params.append((name, value))
-    body = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types),
-                         search_params, compartment=("Patient", rid), policy=guard)
+    body, patients = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types),
+                                   search_params, compartment=("Patient", rid), policy=guard)
+    _audit(svc, ctx, "search", patients | {rid}, query=f"Patient/{rid}/$everything?{urlencode(params)}")
     return Result(200, body)
 
 

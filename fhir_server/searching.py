@@ -24,9 +24,11 @@ MAX_ITERATE = 3
 
 def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str, ...],
         params: list[tuple[str, str]], strict: bool = False,
-        compartment: tuple[str, str] | None = None, policy: Policy | None = None) -> dict[str, Any]:
+        compartment: tuple[str, str] | None = None, policy: Policy | None = None
+        ) -> tuple[dict[str, Any], set[str]]:
     """The searchset Bundle for ``params`` over ``types`` (optionally inside a compartment), as far as
-    the ``policy`` lets the caller see: narrowed in every query, every resource checked again."""
+    the ``policy`` lets the caller see (narrowed in every query, every resource checked again), and
+    the patients whose data it holds (for the audit trail)."""
     query = parse(types, params, default_count=config.default_count, max_count=config.max_count, strict=strict)
     searcher = Searcher(store, base_url, policy)
     extra = [{"compartments": f"{compartment[0]}/{compartment[1]}"}] if compartment else []
@@ -36,7 +38,7 @@ def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str
     if query.total != "none" or query.summary == "count":
         total = sum(searcher.count(t, compiled[t], query) for t in types)
     if query.summary == "count":
-        return bundle.searchset([], total, {"self": _url(base_url, path, list(query.kept))})
+        return bundle.searchset([], total, {"self": _url(base_url, path, list(query.kept))}), set()
 
     position = decode_cursor(config.secret, query.cursor) if query.cursor else None
     start = position["t"] if position else 0
@@ -72,10 +74,12 @@ def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str
             links["previous"] = _page_link(config, base_url, path, query,
                                            {"t": types.index(first_type), "k": keys, "r": 1})
 
+    included = _included(searcher, config, query, matches, include_codes)
     entries = [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "match") for t, d in matches]
-    entries += [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "include")
-                for t, d in _included(searcher, config, query, matches, include_codes)]
-    return bundle.searchset(entries, total if query.total != "none" else None, links)
+    entries += [bundle.search_entry(base_url, t, d["_id"], _body(query, d), "include") for t, d in included]
+    patients = {c.split("/", 1)[1] for _, d in matches + included for c in d.get("compartments") or ()
+                if c.startswith("Patient/")}
+    return bundle.searchset(entries, total if query.total != "none" else None, links), patients
 
 
 def _body(query: SearchQuery, doc: dict[str, Any]) -> bytes | dict[str, Any]:

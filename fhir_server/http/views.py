@@ -30,6 +30,7 @@ def _context() -> RequestContext:
                                          "representation"),
         handling=negotiation.prefer(request, "handling", ("strict", "lenient"), "lenient"),
         who=g.get("who", DEVELOPMENT),
+        client_address=request.remote_addr,
     )
 
 

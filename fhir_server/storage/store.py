@@ -245,6 +245,31 @@ class Store:
                            tuple(search.get("compartments") or ()), tuple(by)), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
 
+    def append(self, rtype: str, resources: list[dict[str, Any]], by: Sequence[str] = ()) -> list[Version]:
+        """Create several new resources at once (append-only records such as AuditEvents): one bulk
+        insert into history (the commit point), then one into the current collection."""
+        if not resources:
+            return []
+        ts = _now()
+        entries, docs, versions = [], [], []
+        for resource in resources:
+            rid = str(uuid.uuid4())
+            body = self._stamp(resource, rid, 1, ts)
+            search = self.indexer({**resource, "id": rid}) if self.indexer else {}
+            entry = {"_id": f"{rtype}/{rid}/1", "t": rtype, "i": rid, "v": 1, "ts": ts, "m": "POST",
+                     "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
+            entries.append(entry)
+            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "json": entry["json"], "by": list(by),
+                         "search": {}, "sortkey": {}, "compartments": [], **search, **({"z": True} if entry.get("z") else {})})
+            versions.append(Version(rtype, rid, 1, ts, False, body, "POST", tuple(entry["c"]), tuple(by)))
+        self.history.insert_many(entries, ordered=True)
+        try:
+            self.db[rtype].insert_many(docs, ordered=True)
+        except Exception:
+            self.history.delete_many({"_id": {"$in": [e["_id"] for e in entries]}})  # all or nothing
+            raise
+        return versions
+
     def _stamp(self, resource: dict[str, Any], rid: str, version: int, ts: datetime) -> bytes:
         """The server owns id, meta.versionId and meta.lastUpdated."""
         meta = dict(resource.get("meta") or {})

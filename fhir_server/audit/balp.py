@@ -1,0 +1,136 @@
+"""AuditEvents after IHE Basic Audit Log Patterns (https://profiles.ihe.net/ITI/BALP/): one builder per
+pattern, from the RequestContext and what the request touched. Pure: no IO.
+
+- PatientRead / PatientQuery / PatientCreate / PatientUpdate / PatientDelete when the data belongs to a
+  patient (one event per patient), their non-patient forms otherwise;
+- AuthZconsent: a consent decision (permit or deny) and the Consents it used;
+- security alerts: emergency override (break the glass) started, authentication refused.
+"""
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ..context import RequestContext
+from ..resources.version import instant
+
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+INTERACTION = "http://hl7.org/fhir/restful-interaction"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ACTION = {"read": "R", "vread": "R", "search": "E", "create": "C", "update": "U", "delete": "D"}
+OUTCOME = {"success": "0", "minor": "4", "serious": "8"}
+PROFILE = {"read": "Read", "vread": "Read", "search": "Query", "create": "Create", "update": "Update",
+           "delete": "Delete"}
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
+    return {"system": system, "code": code, **({"display": display} if display else {})}
+
+
+def _agents(ctx: RequestContext, server: str, client_address: str | None) -> list[dict[str, Any]]:
+    who = ctx.who
+    user: dict[str, Any] = {"requestor": True, "type": {"coding": [_coding(
+        "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient")]}}
+    if who.fhir_user:
+        user["who"] = {"reference": who.fhir_user}
+        if who.rpps:
+            user["who"]["identifier"] = {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": who.rpps}
+    else:
+        user["who"] = {"identifier": {"system": "urn:ietf:params:oauth:client-id", "value": who.client_id},
+                       "display": f"system client {who.client_id}"}
+    if who.profession:
+        user["role"] = [{"coding": [_coding("https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/"
+                                            "TRE-G15-ProfessionSante", who.profession)]}]
+    if who.jti:
+        user["policy"] = [f"urn:jti:{who.jti}"]
+    user["purposeOfUse"] = [{"coding": [_coding(ACT_REASON, who.purpose)]}]
+    client: dict[str, Any] = {"requestor": False, "type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+                              "who": {"identifier": {"system": "urn:ietf:params:oauth:client-id",
+                                                     "value": who.client_id or "unknown"}}}
+    if client_address:
+        client["network"] = {"address": client_address, "type": "2"}
+    destination = {"requestor": False, "type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
+                   "who": {"display": server}, "network": {"address": server, "type": "5"}}
+    agents = [user, client, destination]
+    if who.organization:  # the professional's organisation, on whose behalf they act
+        agents.append({"requestor": False, "who": {"reference": who.organization}, "type": {"coding": [
+            _coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "PRF", "performer")]}})
+    return agents
+
+
+def _base(ctx: RequestContext, profile: str, event_type: dict[str, str], subtypes: list[dict[str, str]],
+          action: str, outcome: str, client_address: str | None, description: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "meta": {"profile": [BALP + profile]},
+        "type": event_type, "subtype": subtypes, "action": action,
+        "recorded": instant(datetime.now(UTC)), "outcome": OUTCOME[outcome],
+        "purposeOfEvent": [{"coding": [_coding(ACT_REASON, ctx.who.purpose)]}],
+        "agent": _agents(ctx, ctx.base_url, client_address),
+        "source": {"site": ctx.base_url, "observer": {"display": ctx.base_url},
+                   "type": [_coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4",
+                                    "Application Server")]},
+        "entity": [],
+    }
+    if description:
+        event["outcomeDesc"] = description
+    return event
+
+
+def _patient_entity(patient: str) -> dict[str, Any]:
+    return {"what": {"reference": f"Patient/{patient}"}, "type": _coding(ENTITY_TYPE, "1", "Person"),
+            "role": _coding(OBJECT_ROLE, "1", "Patient")}
+
+
+def _data_entity(reference: str) -> dict[str, Any]:
+    return {"what": {"reference": reference}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
+            "role": _coding(OBJECT_ROLE, "4", "Domain Resource")}
+
+
+def rest(ctx: RequestContext, interaction: str, patients: Iterable[str], references: Iterable[str] = (),
+         query: str | None = None, outcome: str = "success", client_address: str | None = None,
+         description: str | None = None) -> list[dict[str, Any]]:
+    """The events of one RESTful interaction: one per patient concerned (BALP's rule), or one
+    non-patient event. ``references``: the resources touched; ``query``: a search's query string."""
+    subtype = "search-type" if interaction == "search" else interaction
+    kind = PROFILE[interaction]
+    events = []
+    for patient in sorted(set(patients)) or [None]:
+        event = _base(ctx, f"Patient{kind}" if patient else kind, _coding(EVENT_TYPE, "rest", "Restful Operation"),
+                      [_coding(INTERACTION, subtype)], ACTION[interaction], outcome, client_address, description)
+        if patient:
+            event["entity"].append(_patient_entity(patient))
+        event["entity"] += [_data_entity(r) for r in references]
+        if query is not None:
+            event["entity"].append({"type": _coding(ENTITY_TYPE, "2", "System Object"),
+                                    "role": _coding(OBJECT_ROLE, "24", "Query"),
+                                    "query": base64.b64encode(query.encode()).decode()})
+        events.append(event)
+    return events
+
+
+def consent_decision(ctx: RequestContext, patient: str, permitted: bool, consents: Iterable[str],
+                     client_address: str | None = None) -> dict[str, Any]:
+    """IHE.BasicAudit.AuthZconsent: the decision and the Consents it rested on."""
+    event = _base(ctx, "AuthZconsent", _coding(DCM, "110113", "Security Alert"), [], "E",
+                  "success" if permitted else "minor", client_address,
+                  None if permitted else "access denied by the patient's consent or the DMP rules")
+    event["entity"] = [_patient_entity(patient)] + [
+        {"what": {"reference": c}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
+         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")} for c in consents]
+    return event
+
+
+def emergency_started(ctx: RequestContext, patient: str, client_address: str | None = None) -> dict[str, Any]:
+    """Break the glass (BTG) or centre 15 (ETREAT): a security alert "Emergency Override Started"."""
+    event = _base(ctx, "SecurityAlert", _coding(DCM, "110113", "Security Alert"),
+                  [_coding(DCM, "110127", "Emergency Override Started")], "E", "success", client_address,
+                  f"emergency access ({ctx.who.purpose}) to the record of Patient/{patient}")
+    event["entity"] = [_patient_entity(patient)]
+    return event

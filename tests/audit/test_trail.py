@@ -1,0 +1,140 @@
+"""The audit trail over HTTP (fhir_server/audit/balp.py, audit/trail.py): the exact AuditEvents each
+access writes, append-only AuditEvents, the patient reading their own access history, and failing
+closed when the trail cannot be written."""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+from pymongo import ASCENDING
+
+from fhir_server.resources.validation import resource_issues
+from fhir_server.storage.search import stored_json
+from tests.conftest import Fhir, LiveServer, assert_outcome
+
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+
+
+def events_of(db: Any, client: Fhir) -> list[dict[str, Any]]:
+    """The AuditEvents written for requests made with this client's token (its jti is unique)."""
+    from joserfc import jws
+    jti = orjson.loads(jws.extract_compact(client.token.encode()).payload)["jti"]  # type: ignore[union-attr]
+    found = []
+    for doc in db["AuditEvent"].find({}, {"json": 1, "z": 1}, sort=[("ts", ASCENDING)]):
+        event = orjson.loads(stored_json(doc))
+        if any(f"urn:jti:{jti}" in (a.get("policy") or []) for a in event["agent"]):
+            found.append(event)
+    return found
+
+
+def profiles(events: list[dict[str, Any]]) -> list[str]:
+    return [e["meta"]["profile"][0].removeprefix(BALP) for e in events]
+
+
+def patients(event: dict[str, Any]) -> list[str]:
+    return [e["what"]["reference"] for e in event["entity"] if e.get("role", {}).get("code") == "1"]
+
+
+@pytest.fixture(scope="module")
+def record(server: LiveServer) -> dict[str, str]:
+    admin = server.client()
+    gp = admin.post("Practitioner", {"resourceType": "Practitioner", "name": [{"family": "Audit"}]}).json()["id"]
+    ids = {"gp": gp}
+    for name in ("a", "b"):
+        ids[name] = admin.post("Patient", {"resourceType": "Patient", "name": [{"family": name}],
+                                           "generalPractitioner": [{"reference": f"Practitioner/{gp}"}]}).json()["id"]
+        ids[f"obs_{name}"] = admin.post("Observation", {"resourceType": "Observation", "status": "final",
+                                                        "code": {"text": "audit"},
+                                                        "subject": {"reference": f"Patient/{ids[name]}"}}).json()["id"]
+    ids["stranger"] = admin.post("Patient", {"resourceType": "Patient", "name": [{"family": "s"}]}).json()["id"]
+    ids["obs_s"] = admin.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                                              "subject": {"reference": f"Patient/{ids['stranger']}"}}).json()["id"]
+    return ids
+
+
+def test_each_access_writes_its_events(server: LiveServer, db: Any, record: dict[str, str]) -> None:
+    gp = server.client("user/*.cruds", fhir_user=f"Practitioner/{record['gp']}", rpps="10009", profession="10")
+    assert gp.get(f"Observation/{record['obs_a']}").status_code == 200
+    events = events_of(db, gp)
+    assert profiles(events) == ["PatientRead"]
+    read = events[0]
+    assert read["action"] == "R" and read["outcome"] == "0" and read["subtype"][0]["code"] == "read"
+    assert patients(read) == [f"Patient/{record['a']}"]
+    assert f"Observation/{record['obs_a']}/_history/1" in [e["what"]["reference"] for e in read["entity"]]
+    user = next(a for a in read["agent"] if a["requestor"])
+    assert user["who"]["reference"] == f"Practitioner/{record['gp']}" and user["who"]["identifier"]["value"] == "10009"
+    assert {a["type"]["coding"][0]["code"] for a in read["agent"]} >= {"110153", "110152", "IRCP"}
+    # a search over two patients: one PatientQuery per patient, with the query
+    assert len(gp.get("Observation?code:text=audit").json()["entry"]) == 2
+    events = events_of(db, gp)[1:]
+    assert profiles(events) == ["PatientQuery", "PatientQuery"]
+    assert sorted(p for e in events for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
+    query = next(e for e in events[0]["entity"] if e.get("role", {}).get("code") == "24")
+    assert base64.b64decode(query["query"]).decode().startswith("Observation?code%3Atext=audit")
+    # a search that finds nobody's data: the non-patient Query pattern
+    gp.get("Practitioner?name=nobody")
+    assert profiles(events_of(db, gp)[3:]) == ["Query"]
+    # a refused read: the consent decision, and the answer a missing resource gets
+    assert gp.get(f"Observation/{record['obs_s']}").status_code == 404
+    denied = events_of(db, gp)[4:]
+    assert profiles(denied) == ["AuthZconsent"] and denied[0]["outcome"] == "4"
+    # writes
+    created = gp.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "new"},
+                                      "subject": {"reference": f"Patient/{record['a']}"}})
+    assert created.status_code == 201
+    assert profiles(events_of(db, gp)[5:]) == ["PatientCreate"]
+    # every event validates
+    for event in events_of(db, gp):
+        assert resource_issues(event) == [], event
+
+
+def test_emergency_access_raises_a_security_alert(server: LiveServer, db: Any, record: dict[str, str]) -> None:
+    doctor = server.client("user/*.rs", fhir_user="Practitioner/urgentiste", purpose="BTG")
+    assert doctor.get(f"Observation/{record['obs_s']}").status_code == 200
+    events = events_of(db, doctor)
+    assert profiles(events) == ["PatientRead", "SecurityAlert"]
+    alert = events[1]
+    assert alert["subtype"][0]["code"] == "110127" and alert["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
+
+
+def test_audit_events_are_append_only_and_the_patient_reads_their_own(server: LiveServer, db: Any,
+                                                                      record: dict[str, str]) -> None:
+    admin = server.client()
+    some = admin.get(f"AuditEvent?patient=Patient/{record['a']}&_count=1").json()["entry"][0]["resource"]
+    assert_outcome(admin.put(f"AuditEvent/{some['id']}", some), 405)
+    assert_outcome(admin.delete(f"AuditEvent/{some['id']}"), 405)
+    patient = server.client("patient/*.rs", fhir_user=f"Patient/{record['a']}")
+    trail = patient.get(f"AuditEvent?patient=Patient/{record['a']}&_count=100").json()
+    seen = {p for e in trail["entry"] for p in patients(e["resource"])}
+    assert seen == {f"Patient/{record['a']}"}
+    assert patient.get(f"AuditEvent?patient=Patient/{record['b']}").json().get("entry", []) == []
+    # reading the trail is itself audited (one PatientQuery), and does not recurse
+    assert profiles(events_of(db, patient)) == ["PatientQuery", "Query"]
+
+
+def test_the_request_fails_closed_when_the_trail_cannot_be_written(ferretdb: Any, mongo: Any, tmp_path: Any) -> None:
+    live = LiveServer(ferretdb.uri, "fhir_audit_down", tmp_path).start()
+    try:
+        admin = live.client()
+        patient = admin.post("Patient", {"resourceType": "Patient", "name": [{"family": "Panne"}]}).json()
+        db = mongo["fhir_audit_down"]
+        # make the audit store refuse every new event: a unique index that every event collides with
+        db["AuditEvent"].delete_many({})
+        db["AuditEvent"].create_index([("v", ASCENDING)], unique=True, name="jam")
+        db["AuditEvent"].insert_one({"_id": "jam", "v": 1, "d": True})
+        committed = db["history"].count_documents({"t": "AuditEvent"})
+        answered = admin.get(f"Patient/{patient['id']}")
+        assert_outcome(answered, 503, "transient")
+        assert patient["id"] not in answered.text  # nothing returned without its audit
+        assert db["history"].count_documents({"t": "AuditEvent"}) == committed  # the half-write rolled back
+        db["AuditEvent"].drop_index("jam")
+        db["AuditEvent"].delete_one({"_id": "jam"})
+        statuses = [admin.get(f"Patient/{patient['id']}").status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        reads = [e for e in (orjson.loads(stored_json(d)) for d in db["AuditEvent"].find({}))
+                 if e["subtype"][0]["code"] == "read"]
+        assert len(reads) == 5  # exactly one per answered read, none for the refused one
+    finally:
+        live.kill()
