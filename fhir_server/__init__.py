@@ -16,7 +16,10 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     from .auth.tokens import KeyRing
     from .config import Config
     from .consent.engine import Settings, habilitation_grid
-    from .context import DEVELOPMENT
+    from .audit import balp, trail
+    from .consent.engine import EMERGENCY
+    from .context import ANONYMOUS, DEVELOPMENT, RequestContext
+    from .errors import Unauthorized
     from .http import cors, errors, oauth, routes
     from .http.negotiation import response_type
     from .pipeline import Services
@@ -54,7 +57,20 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
         if config.auth == "off":
             g.who = DEVELOPMENT
         elif request.endpoint != "fhir.metadata":  # the CapabilityStatement is public
-            g.who = authenticate(request.headers.get("Authorization"), smart)
+            try:
+                g.who = authenticate(request.headers.get("Authorization"), smart)
+            except Unauthorized as refused:
+                if config.audit and request.headers.get("Authorization"):  # a token was offered and refused
+                    ctx = RequestContext(oauth.fhir_base(), who=ANONYMOUS, client_address=request.remote_addr)
+                    trail.record(store, [balp.authentication_refused(ctx, str(refused), request.remote_addr)])
+                raise
+
+    @fhir.after_request
+    def emergency_notice(response: Response) -> Response:
+        who = g.get("who")
+        if who is not None and who.purpose in EMERGENCY:  # the whole response is emergency access
+            response.headers["X-Emergency-Access"] = who.purpose
+        return response
 
     app.register_blueprint(fhir, url_prefix="/fhir")
 

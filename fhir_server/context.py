@@ -31,6 +31,7 @@ class Identity:
 
 
 DEVELOPMENT = Identity("development", "development", (Scope("system", "*", "cruds"),))
+ANONYMOUS = Identity("anonymous", "", ())  # a request whose token was refused
 
 
 @dataclass(frozen=True)

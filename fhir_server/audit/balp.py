@@ -42,8 +42,9 @@ def _agents(ctx: RequestContext, server: str, client_address: str | None) -> lis
         if who.rpps:
             user["who"]["identifier"] = {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": who.rpps}
     else:
-        user["who"] = {"identifier": {"system": "urn:ietf:params:oauth:client-id", "value": who.client_id},
-                       "display": f"system client {who.client_id}"}
+        name = who.client_id or "anonymous"
+        user["who"] = {"identifier": {"system": "urn:ietf:params:oauth:client-id", "value": name},
+                       "display": f"client {name}"}
     if who.profession:
         user["role"] = [{"coding": [_coding("https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/"
                                             "TRE-G15-ProfessionSante", who.profession)]}]
@@ -134,3 +135,9 @@ def emergency_started(ctx: RequestContext, patient: str, client_address: str | N
                   f"emergency access ({ctx.who.purpose}) to the record of Patient/{patient}")
     event["entity"] = [_patient_entity(patient)]
     return event
+
+
+def authentication_refused(ctx: RequestContext, reason: str, client_address: str | None = None) -> dict[str, Any]:
+    """A request refused for want of a valid access token: a security alert (user authentication failed)."""
+    return _base(ctx, "SecurityAlert", _coding(DCM, "110114", "User Authentication"), [_coding(DCM, "110122", "Login")],
+                 "E", "minor", client_address, reason)

@@ -99,6 +99,19 @@ def test_emergency_access_raises_a_security_alert(server: LiveServer, db: Any, r
     assert alert["subtype"][0]["code"] == "110127" and alert["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
 
 
+def test_refused_tokens_and_emergency_notices(server: LiveServer, db: Any, record: dict[str, str]) -> None:
+    before = db["AuditEvent"].count_documents({})
+    import requests
+    refused = requests.get(f"{server.base}/Patient", headers={"Authorization": "Bearer forged"}, timeout=30)
+    assert refused.status_code == 401
+    alerts = [e for e in (orjson.loads(stored_json(d)) for d in db["AuditEvent"].find({}, skip=before))
+              if e["type"]["code"] == "110114"]
+    assert len(alerts) == 1 and alerts[0]["outcome"] == "4" and resource_issues(alerts[0]) == []
+    doctor = server.client("user/*.rs", fhir_user="Practitioner/samu", purpose="ETREAT")
+    assert doctor.get(f"Observation/{record['obs_s']}").headers["X-Emergency-Access"] == "ETREAT"
+    assert "X-Emergency-Access" not in server.client().get(f"Observation/{record['obs_s']}").headers
+
+
 def test_audit_events_are_append_only_and_the_patient_reads_their_own(server: LiveServer, db: Any,
                                                                       record: dict[str, str]) -> None:
     admin = server.client()
