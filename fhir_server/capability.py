@@ -15,6 +15,9 @@ from .search.registry import compartments, params_for
 SOFTWARE = "DMP FHIR server"
 
 
+APPEND_ONLY = {"AuditEvent"}  # never updated nor deleted (pipeline.py)
+
+
 def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
           operations: dict[str, tuple[str, Iterable[str]]]) -> dict[str, Any]:
     """``operations``: name -> (OperationDefinition canonical, levels it is served at)."""
@@ -26,14 +29,18 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
                 referrers.setdefault(target, []).append(f"{source}:{code}")
     type_ops = [{"name": n, "definition": d} for n, (d, levels) in operations.items() if "type" in levels]
     # operations served for one type only (Patient/$everything)
-    typed_ops = {t: [{"name": n, "definition": d}] for n, (d, levels) in operations.items()
-                 for t in levels if t not in ("type", "system")}
+    typed_ops: dict[str, list[dict[str, str]]] = {}
+    for n, (d, levels) in operations.items():
+        for t in levels:
+            if t not in ("type", "system"):
+                typed_ops.setdefault(t, []).append({"name": n, "definition": d})
     resources = []
     for rtype in sorted(RESOURCE_TYPES):
         entry: dict[str, Any] = {
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-            "interaction": [{"code": code} for code in type_interactions],
+            "interaction": [{"code": code} for code in type_interactions
+                            if not (rtype in APPEND_ONLY and code in ("update", "delete"))],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,

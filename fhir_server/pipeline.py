@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
+
 from .config import Config
 from .context import RequestContext
 from .audit import balp, trail
@@ -134,6 +136,21 @@ def _audit(svc: Services, ctx: RequestContext, interaction: str, patients: Itera
     if ctx.who.purpose in EMERGENCY:
         events += [balp.emergency_started(ctx, p, ctx.client_address) for p in patients]
     trail.record(svc.store, events)
+    if ctx.who.kind == "practitioner" and ctx.who.fhir_user:
+        _notify_first_access(svc, ctx, patients)
+
+
+def _notify_first_access(svc: Services, ctx: RequestContext, patients: list[str]) -> None:
+    """A professional's first access to a record: the patient gets a Communication (as the DMP
+    notifies). The marker and the notice are written together, or neither is."""
+    for patient in patients:
+        key = f"first-access|Patient/{patient}|{ctx.who.fhir_user}"
+        if svc.store.first(key):
+            try:
+                svc.store.append("Communication", [balp.first_access_notice(ctx, patient)], trail.WRITER)
+            except Exception:
+                svc.store.forget(key)
+                raise
 
 
 def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
@@ -196,13 +213,14 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
     """https://hl7.org/fhir/R4/http.html#update, update as create included."""
     check_type(rtype)
     check_id(rid)
-    _append_only(rtype)
     access.require(ctx.who, "update", rtype)
     resource = parse_resource(body, svc.config.max_json_depth)
     validate(resource, rtype, rid)
     _may_write(ctx, rtype, "u", resource)
     current = svc.store.read(rtype, rid)
     existing = current if current is not None and not current.deleted and current.json else None
+    if current is not None:
+        _append_only(rtype)  # an AuditEvent may be created with its id, never changed
     guard = svc.guard(ctx)
     if existing is not None and not _may_change(guard, existing, "u"):
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
@@ -340,6 +358,36 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
                                    search_params, compartment=("Patient", rid), policy=guard)
     _audit(svc, ctx, "search", patients | {rid}, query=f"Patient/{rid}/$everything?{urlencode(params)}")
     return Result(200, body)
+
+
+def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[str, str]]) -> Result:
+    """``Patient/{id}/$access-history``: who accessed the record, newest first, paged; for the patient,
+    their legal representative, or an operator. Built from the audit trail (requestors only)."""
+    check_id(rid)
+    own = ctx.who.kind in ("patient", "representative") and ctx.who.patient == rid
+    if not (own or ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)):
+        raise Forbidden("a record's access history is for its patient or their legal representative")
+    kept = [(k, v) for k, v in params if k in ("_count", "_cursor")]
+    body, _ = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$access-history", ("AuditEvent",),
+                            [("_sort", "-date"), *kept], compartment=("Patient", rid), policy=svc.guard(ctx, [rid]))
+    events = [jsonio.loads(orjson.dumps(e["resource"])) for e in body.get("entry", [])]  # stored bytes, parsed
+    actors = sorted({a["who"]["reference"] for e in events for a in e.get("agent", [])
+                     if a.get("requestor") and (a.get("who") or {}).get("reference", "").startswith("Practitioner/")})
+    names = {f"Practitioner/{r['id']}": _display_name(r) for r in
+             svc.store.current_resources("Practitioner", {"_id": {"$in": [a.split("/", 1)[1] for a in actors]}})}
+    links = [{"name": "link", "part": [{"name": "relation", "valueString": link["relation"]},
+                                       {"name": "url", "valueUri": link["url"]}]} for link in body.get("link", [])]
+    result = {"resourceType": "Parameters", "parameter": [balp.access_row(e, names) for e in events] + links}
+    _audit(svc, ctx, "search", [rid], query=f"Patient/{rid}/$access-history?{urlencode(params)}")
+    return Result(200, result)
+
+
+def _display_name(resource: dict[str, Any]) -> str:
+    for name in resource.get("name") or ():
+        text = name.get("text") or " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")])
+        if text.strip():
+            return text.strip()
+    return f"{resource['resourceType']}/{resource['id']}"
 
 
 def validate_resource(svc: Services, ctx: RequestContext, body: bytes, rtype: str | None = None) -> Result:

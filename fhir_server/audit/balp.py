@@ -141,3 +141,42 @@ def authentication_refused(ctx: RequestContext, reason: str, client_address: str
     """A request refused for want of a valid access token: a security alert (user authentication failed)."""
     return _base(ctx, "SecurityAlert", _coding(DCM, "110114", "User Authentication"), [_coding(DCM, "110122", "Login")],
                  "E", "minor", client_address, reason)
+
+
+def first_access_notice(ctx: RequestContext, patient: str) -> dict[str, Any]:
+    """The DMP tells the patient when a professional opens their record for the first time."""
+    when = datetime.now(UTC)
+    return {"resourceType": "Communication", "status": "completed",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/communication-category",
+                                      "code": "notification"}]}],
+            "subject": {"reference": f"Patient/{patient}"}, "recipient": [{"reference": f"Patient/{patient}"}],
+            "sender": {"reference": ctx.who.fhir_user} if ctx.who.fhir_user else {"display": ctx.who.client_id},
+            "sent": instant(when),
+            "payload": [{"contentString": f"{ctx.who.fhir_user} a consulté votre dossier médical partagé pour la "
+                                          f"première fois le {when:%d/%m/%Y à %H:%M} (UTC)."}]}
+
+
+def access_row(event: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """One line of a patient's access history: who (name, profession, organisation), when, what, how."""
+    user = next((a for a in event.get("agent", []) if a.get("requestor")), {})
+    who = user.get("who") or {}
+    reference = who.get("reference")
+    parts: list[dict[str, Any]] = [
+        {"name": "when", "valueInstant": event["recorded"]},
+        {"name": "who", "valueString": names.get(reference or "", who.get("display") or reference or "?")},
+        {"name": "action", "valueCode": (event.get("subtype") or [event["type"]])[0]["code"]},
+        {"name": "mode", "valueCode": ((event.get("purposeOfEvent") or [{}])[0].get("coding") or [{}])[0].get("code", "TREAT")},
+        {"name": "outcome", "valueCode": event.get("outcome", "0")},
+    ]
+    if reference:
+        parts.append({"name": "actor", "valueReference": {"reference": reference}})
+    for role in user.get("role") or ():
+        parts.append({"name": "profession", "valueCode": role["coding"][0]["code"]})
+    for agent in event.get("agent", []):
+        if (agent.get("type") or {}).get("coding", [{}])[0].get("code") == "PRF":
+            parts.append({"name": "organization", "valueReference": agent["who"]})
+    for entity in event.get("entity", []):
+        role = entity.get("role", {}).get("code")
+        if role == "4":
+            parts.append({"name": "what", "valueReference": entity["what"]})
+    return {"name": "access", "part": parts}

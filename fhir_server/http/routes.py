@@ -49,6 +49,10 @@ OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], .
     "everything": ("http://hl7.org/fhir/OperationDefinition/Patient-everything", (
         ("Patient", "/Patient/<rid>/$everything", views.everything),
     )),
+    # the DMP's readable access history (the patient's "historique des accès"), from the audit trail
+    "access-history": ("urn:fhir-server:OperationDefinition/Patient-access-history", (
+        ("Patient", "/Patient/<rid>/$access-history", views.access_history),
+    )),
 }
 
 
@@ -68,6 +72,6 @@ def blueprint() -> Blueprint:
     bp.add_url_rule(COMPARTMENT_RULE, "search-compartment", views.search_compartment, methods=["GET"])
     for name, (_, rules) in OPERATIONS.items():
         for level, rule, view in rules:
-            methods = ["GET", "POST"] if name == "everything" else ["POST"]
+            methods = ["GET", "POST"] if name in ("everything", "access-history") else ["POST"]
             bp.add_url_rule(rule, f"op-{name}-{level}", view, methods=methods)
     return bp

@@ -162,3 +162,8 @@ def search_compartment(ctype: str, cid: str, rtype: str) -> Response:
 def everything(rid: str) -> Response:
     result = pipeline.everything(_services(), _context(), rid, list(request.args.items(multi=True)))
     return negotiation.render(result.body, request, result.status)
+
+
+def access_history(rid: str) -> Response:
+    result = pipeline.access_history(_services(), _context(), rid, list(request.args.items(multi=True)))
+    return negotiation.render(result.body, request, result.status)

@@ -245,6 +245,17 @@ class Store:
                            tuple(search.get("compartments") or ()), tuple(by)), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
 
+    def first(self, key: str) -> bool:
+        """True for the one caller that marks ``key`` first (a unique insert into ``markers``)."""
+        try:
+            self.db["markers"].insert_one({"_id": key, "ts": _now()})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def forget(self, key: str) -> None:
+        self.db["markers"].delete_one({"_id": key})
+
     def append(self, rtype: str, resources: list[dict[str, Any]], by: Sequence[str] = ()) -> list[Version]:
         """Create several new resources at once (append-only records such as AuditEvents): one bulk
         insert into history (the commit point), then one into the current collection."""

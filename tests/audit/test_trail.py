@@ -151,3 +151,31 @@ def test_the_request_fails_closed_when_the_trail_cannot_be_written(ferretdb: Any
         assert len(reads) == 5  # exactly one per answered read, none for the refused one
     finally:
         live.kill()
+
+
+def test_access_history_and_first_access_notice(server: LiveServer, db: Any, record: dict[str, str]) -> None:
+    admin = server.client()
+    patient_id = admin.post("Patient", {"resourceType": "Patient", "name": [{"family": "Historique"}],
+                                        "generalPractitioner": [{"reference": f"Practitioner/{record['gp']}"}]}).json()["id"]
+    gp = server.client("user/*.rs", fhir_user=f"Practitioner/{record['gp']}", profession="10",
+                       organization="Organization/cabinet")
+    for _ in range(2):
+        assert gp.get(f"Patient/{patient_id}").status_code == 200
+    patient = server.client("patient/*.rs", fhir_user=f"Patient/{patient_id}")
+    notices = patient.get(f"Communication?subject=Patient/{patient_id}").json().get("entry", [])
+    assert len(notices) == 1  # the first access only
+    assert notices[0]["resource"]["sender"]["reference"] == f"Practitioner/{record['gp']}"
+    response = patient.get(f"Patient/{patient_id}/$access-history?_count=3")
+    assert response.status_code == 200, response.text
+    history = response.json()
+    rows = [{part["name"]: part for part in p["part"]} for p in history["parameter"] if p["name"] == "access"]
+    assert len(rows) == 3
+    assert [r["when"]["valueInstant"] for r in rows] == sorted((r["when"]["valueInstant"] for r in rows), reverse=True)
+    assert rows[0]["actor"]["valueReference"]["reference"] == f"Patient/{patient_id}"  # the Communication search
+    doctor = rows[1]
+    assert doctor["who"]["valueString"] == "Audit" and doctor["profession"]["valueCode"] == "10"
+    assert doctor["organization"]["valueReference"]["reference"] == "Organization/cabinet"
+    assert doctor["action"]["valueCode"] == "read" and doctor["mode"]["valueCode"] == "TREAT"
+    assert any(p["name"] == "link" for p in history["parameter"])  # paged
+    assert resource_issues(history) == []
+    assert gp.get(f"Patient/{patient_id}/$access-history").status_code == 403
