@@ -88,10 +88,17 @@ def test_every_advertised_operation_works(fhir: Fhir) -> None:
                 rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
                 bundle = fhir.get(f"Patient/{rid}/$everything").json()
                 assert [e["resource"]["id"] for e in bundle["entry"]] == [rid]
+            elif operation["definition"].startswith("urn:fhir-server:OperationDefinition/Patient-") and \
+                    operation["name"] != "access-history":  # the patient's controls (test_controls.py)
+                assert resource["type"] == "Patient"
+                rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
+                answer = fhir.post(f"Patient/{rid}/${operation['name']}", {"resourceType": "Parameters"})
+                assert answer.status_code in (200, 400), (operation["name"], answer.text)
             else:
                 assert (resource["type"], operation["name"]) == ("Patient", "access-history")
                 rid = fhir.post("Patient", {"resourceType": "Patient"}).json()["id"]
                 fhir.get(f"Patient/{rid}")
                 history = fhir.get(f"Patient/{rid}/$access-history").json()
                 assert history["resourceType"] == "Parameters" and history["parameter"][0]["name"] == "access"
-    assert names == {"validate", "everything", "access-history"}
+    assert names == {"validate", "everything", "access-history", "mask", "unmask", "block", "unblock", "authorize",
+                     "revoke", "emergency", "close", "reopen"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint
 
-from .. import capability
+from .. import capability, controls
 from . import views
 
 
@@ -54,6 +54,13 @@ OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], .
         ("Patient", "/Patient/<rid>/$access-history", views.access_history),
     )),
 }
+
+
+# The patient's controls over their DMP (fhir_server/controls.py): POST Patient/{id}/$mask, $block, ...
+OPERATIONS.update({
+    action: (f"urn:fhir-server:OperationDefinition/Patient-{action}",
+             (("Patient", f"/Patient/<rid>/${action}", views.patient_control(action)),))
+    for action in controls.ACTIONS})
 
 
 def capability_statement() -> dict[str, object]:

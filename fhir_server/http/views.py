@@ -4,11 +4,12 @@ No business logic, no database and no policy here (ARCHITECTURE.md rule 2).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, g, request
 
-from .. import pipeline
+from .. import controls, pipeline
 from .. import capability
 from ..context import DEVELOPMENT, RequestContext
 from ..errors import BadRequest, Issue, UnsupportedMediaType, operation_outcome
@@ -167,3 +168,12 @@ def everything(rid: str) -> Response:
 def access_history(rid: str) -> Response:
     result = pipeline.access_history(_services(), _context(), rid, list(request.args.items(multi=True)))
     return negotiation.render(result.body, request, result.status)
+
+
+def patient_control(action: str) -> Callable[[str], Response]:
+    """The view of one of the patient's controls (``Patient/{id}/$block`` ...)."""
+    def view(rid: str) -> Response:
+        result = controls.act(_services(), _context(), rid, action, request.get_data())
+        return negotiation.render(result.body, request, result.status)
+    view.__name__ = f"patient_{action}"
+    return view
