@@ -49,7 +49,8 @@ def _dates(code: str) -> list[str]:
 
 
 SEARCH_INDEXES: dict[str, list[str]] = {
-    "Patient": ["search.identifier.k", "search.family.f", "search.name.f", *_dates("birthdate")],
+    "Patient": ["search.identifier.k", "search.family.f", "search.name.f", *_dates("birthdate"),
+                "search.general-practitioner.r"],
     "Practitioner": ["search.identifier.k"], "Organization": ["search.identifier.k"],
     "PractitionerRole": ["search.practitioner.r"],
     **{t: [*_PATIENT, "search.code.k", *_dates("date")] for t in (
@@ -59,7 +60,9 @@ SEARCH_INDEXES: dict[str, list[str]] = {
     "MedicationStatement": [*_PATIENT, "search.code.k", *_dates("effective")],
     "DocumentReference": [*_PATIENT, "search.type.k", "search.identifier.k", *_dates("date")],
     "List": [*_PATIENT, "search.code.k"], "Composition": [*_PATIENT, "search.type.k"],
-    "Consent": [*_PATIENT], "AuditEvent": ["search.patient.r", *_dates("date")],
+    # the consent engine's lookups (guard.py): who authorised whom, care teams
+    "Consent": [*_PATIENT, "search.actor.r"], "CareTeam": ["compartments", "search.participant.r"],
+    "AuditEvent": ["search.patient.r", "compartments", *_dates("date")],
     "ExplanationOfBenefit": [*_PATIENT, *_dates("created")],
 }
 # A version claimed in history but not yet in the current collection is given this long to land
