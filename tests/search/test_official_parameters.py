@@ -98,6 +98,17 @@ def _cases() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def fhir(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server of its own, without the audit trail: the AuditEvent examples must not drown among the
+    AuditEvents the other tests' requests write."""
+    from tests.conftest import LiveServer
+    live = LiveServer(ferretdb.uri, "fhir_official_parameters", tmp_path_factory.mktemp("params"),
+                      FHIR_AUDIT="off").start()
+    yield live.client()
+    live.kill()
+
+
+@pytest.fixture(scope="module")
 def examples(fhir: Fhir) -> dict[str, list[dict[str, Any]]]:
     loaded: dict[str, list[dict[str, Any]]] = {t: [] for t in DMP_TYPES}
     for path in sorted(EXAMPLES.glob("*.json")):
