@@ -40,6 +40,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import time
 import zlib
@@ -104,6 +105,10 @@ _worker: dict[str, Any] = {}
 
 def _init_worker(uri: str, database: str, seed: int, doctors: list[str], compress_above: int) -> None:
     from pymongo import MongoClient
+    # the parent's handlers (harness.signals_as_interrupts) are not for workers: the pool ends them with SIGTERM
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from fhir_server.search.index import index
     _worker.update(db=MongoClient(uri, tz_aware=True, appname="bench-loader")[database], seed=seed,
@@ -323,11 +328,14 @@ def check_results(search: str, requests: list[Request], server_port: int, baseli
     """Server = baseline = generator, on ``requests``: the page of matches in order (by id), the
     included resources as a set, and Bundle.total. Raises on the first difference."""
     sizes = []
+    seconds: Counter[str] = Counter()
     for request in requests:
         expected_page = sorted(request.matches, key=lambda k: k.split("/", 1)[1])[:COUNT]
         answers = {}
         for side, port, path in (("server", server_port, request.server), ("baseline", baseline_port, request.baseline)):
+            started = time.perf_counter()
             status, _, body = http_call("127.0.0.1", port, "GET", path, timeout=600)
+            seconds[side] += time.perf_counter() - started
             if status != 200:
                 raise RuntimeError(f"{search}: {side} answered {status} to {path}: {body[:500]!r}")
             answers[side] = _entries(body)
@@ -342,8 +350,11 @@ def check_results(search: str, requests: list[Request], server_port: int, baseli
                     f"{len(request.includes)}, missing {sorted(request.includes - includes)[:5]}, extra "
                     f"{sorted(includes - request.includes)[:5]}), total {total_found} (expected {want_total})")
         sizes.append(len(request.matches) + len(request.includes))
-    return (f"{search}: server = baseline = generator on {len(requests)} requests "
-            f"({min(sizes)}-{max(sizes)} resources each, mean {sum(sizes) / len(sizes):.1f})")
+    n = len(requests)
+    return (f"{search}: server = baseline = generator on {n} requests "
+            f"({min(sizes)}-{max(sizes)} resources each, mean {sum(sizes) / n:.1f}); one at a time, mean latency "
+            f"server {seconds['server'] * 1000 / n:,.0f} ms, baseline {seconds['baseline'] * 1000 / n:,.0f} ms "
+            f"(ratio {ratio(seconds['server'], seconds['baseline'])})")
 
 
 # -- query plans ------------------------------------------------------------------------------------
@@ -448,18 +459,26 @@ def query_plans(db: Any, truth: Truth, rng: random.Random, data: DataSet, server
 
 
 def include_plans(db: Any, truth: Truth, rng: random.Random, external: bool) -> list[str]:
-    """How the _include fetch (``_id`` ``$in``) and a plain ``_id`` lookup run, with their times."""
+    """How the queries of ``_include=Encounter:subject`` (an ``_id`` ``$in``) and
+    ``_revinclude=Observation:encounter`` run, beside a plain ``_id`` lookup, with their times."""
+    from fhir_server.storage.store import SEARCH_INDEXES
     pid = rng.choice(truth.patients)
+    refs = [f"Encounter/{e}" for e in truth.of_patient[("Encounter", pid)]]
     lines = []
-    for label, condition in (("_include fetch as the server runs it", {"_id": {"$in": [pid]}, "d": False}),
-                             ("the same by _id equality", {"_id": pid, "d": False})):
-        result = db.command("explain", {"find": "Patient", "filter": condition}, verbosity="queryPlanner")
+    for label, rtype, condition in (
+            ("_include fetch as the server runs it", "Patient", {"_id": {"$in": [pid]}, "d": False}),
+            ("the same by _id equality", "Patient", {"_id": pid, "d": False}),
+            ("_revinclude as the server runs it", "Observation", {"search.encounter.r": {"$in": refs}, "d": False})):
+        result = db.command("explain", {"find": rtype, "filter": condition}, verbosity="queryPlanner")
         started = time.perf_counter()
         for _ in range(3):
-            list(db["Patient"].find(condition, {"_id": 1}))
+            list(db[rtype].find(condition, {"_id": 1}))
         ms = (time.perf_counter() - started) / 3 * 1000
         plan = _mongo_plan(result) if external else _ferret_plan(result)
-        lines.append(f"- {label}, `{json.dumps(condition)}` on Patient: {plan}; {ms:.1f} ms")
+        fields = [f for f in _conjunct_fields(condition) if f != "d"]
+        indexed = [f for f in fields if f in SEARCH_INDEXES.get(rtype, ()) or f == "_id"]
+        lines.append(f"- {label}, `{json.dumps(condition)}` on {rtype}: {plan}; {ms:.1f} ms; MongoDB: "
+                     + (f"index on {', '.join(indexed)}" if indexed else "no index in SEARCH_INDEXES: COLLSCAN"))
     return lines
 
 
