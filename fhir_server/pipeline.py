@@ -271,8 +271,12 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
     after = tuple(decode_cursor(svc.config.secret, cursor)) if cursor else None
     versions, next_keyset = svc.store.history_page(query, count, after)
     versions = [v for v in versions if _permitted(guard, v, letters)]
+    appended = False
     if rid is not None and not versions and after is None:
-        _visible(svc, guard, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
+        current = _visible(svc, guard, svc.store.read(rtype or "", rid), f"{rtype}/{rid}")
+        # an appended record (an AuditEvent the server wrote) has no history entry: its one version
+        appended = not svc.store.history_total(svc.store.history_query(rtype, rid))
+        versions = [current] if appended and since is None and at is None else []
     patients = {p for v in versions for p in patients_in(v.compartments or ())}
     if rid is not None:
         if patients:
@@ -286,7 +290,7 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
         links["next"] = _url(ctx, path, {**kept, "_cursor": encode_cursor(svc.config.secret, next_keyset)})
     entries = [bundle.history_entry(ctx.base_url, v) for v in versions]
     # the total would count versions hidden by labels: only given when nothing is hidden per entry
-    total = svc.store.history_total(query) if guard.consent().unrestricted else None
+    total = (len(versions) if appended else svc.store.history_total(query)) if guard.consent().unrestricted else None
     return Result(200, bundle.history_bundle(ctx.base_url, entries, total, links))
 
 

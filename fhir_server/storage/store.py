@@ -124,7 +124,10 @@ class Store:
 
     def vread(self, rtype: str, rid: str, version: int) -> Version | None:
         doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
-        return None if doc is None else self._history_version(doc)
+        if doc is None:  # an appended record (``append``) has its only version in the current collection
+            current = self.read(rtype, rid)
+            return current if current is not None and current.version == version else None
+        return self._history_version(doc)
 
     @staticmethod
     def _history_version(doc: dict[str, Any]) -> Version:
@@ -260,28 +263,22 @@ class Store:
         self.db["markers"].delete_one({"_id": key})
 
     def append(self, rtype: str, resources: list[dict[str, Any]], by: Sequence[str] = ()) -> list[Version]:
-        """Create several new resources at once (append-only records such as AuditEvents): one bulk
-        insert into history (the commit point), then one into the current collection."""
+        """Store new records that are never changed (AuditEvents, notices): one bulk insert into the
+        current collection, which holds their only version (``vread`` finds it there); they stay out
+        of the ``history`` feed, which they would otherwise swamp."""
         if not resources:
             return []
         ts = _now()
-        entries, docs, versions = [], [], []
+        docs, versions = [], []
         for resource in resources:
             rid = str(uuid.uuid4())
             body = self._stamp(resource, rid, 1, ts)
             search = self.indexer({**resource, "id": rid}) if self.indexer else {}
-            entry = {"_id": f"{rtype}/{rid}/1", "t": rtype, "i": rid, "v": 1, "ts": ts, "m": "POST",
-                     "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
-            entries.append(entry)
-            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "json": entry["json"], "by": list(by),
-                         "search": {}, "sortkey": {}, "compartments": [], **search, **({"z": True} if entry.get("z") else {})})
-            versions.append(Version(rtype, rid, 1, ts, False, body, "POST", tuple(entry["c"]), tuple(by)))
-        self.history.insert_many(entries, ordered=True)
-        try:
-            self.db[rtype].insert_many(docs, ordered=True)
-        except Exception:
-            self.history.delete_many({"_id": {"$in": [e["_id"] for e in entries]}})  # all or nothing
-            raise
+            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "by": list(by), "search": {}, "sortkey": {},
+                         "compartments": [], **search, **self._pack(body)})
+            versions.append(Version(rtype, rid, 1, ts, False, body, "POST", tuple(docs[-1]["compartments"]),
+                                    tuple(by)))
+        self.db[rtype].insert_many(docs, ordered=True)  # one write: all of them or, on failure, none acknowledged
         return versions
 
     def _stamp(self, resource: dict[str, Any], rid: str, version: int, ts: datetime) -> bytes:
