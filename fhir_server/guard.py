@@ -94,7 +94,7 @@ class Guard:
                 teams.setdefault(subject, set()).update(
                     (p.get("member") or {}).get("reference", "") for p in team.get("participant") or ())
         facts = {}
-        for patient in self.store.current_resources("Patient", {"_id": {"$in": sorted(patients)}}):
+        for patient in self.store.current_by_ids("Patient", sorted(patients)):
             pid = str(patient["id"])
             facts[pid] = PatientFacts(
                 pid, open=patient.get("active") is not False,

@@ -28,6 +28,15 @@ def _docs(client: Fhir, patient: str) -> set[str]:
     return {e["resource"]["id"] for e in client.get(f"DocumentReference?patient={patient}").json().get("entry", [])}
 
 
+@pytest.fixture(scope="module")
+def server(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server and database of this module's own: the rules are tested on a small DMP (on FerretDB the
+    consent lookups scan whole collections, which the shared test database makes large)."""
+    live = LiveServer(ferretdb.uri, "fhir_controls", tmp_path_factory.mktemp("fhir_controls")).start()
+    yield live
+    live.kill()
+
+
 @pytest.fixture()
 def dmp(server: LiveServer) -> dict[str, Any]:
     admin = server.client()

@@ -146,6 +146,15 @@ class Dmp:
 
 
 @pytest.fixture(scope="module")
+def server(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server and database of this module's own: the rules are tested on a small DMP (on FerretDB the
+    consent lookups scan whole collections, which the shared test database makes large)."""
+    live = LiveServer(ferretdb.uri, "fhir_guard", tmp_path_factory.mktemp("fhir_guard")).start()
+    yield live
+    live.kill()
+
+
+@pytest.fixture(scope="module")
 def dmp(server: LiveServer) -> Dmp:
     return Dmp(server)
 
