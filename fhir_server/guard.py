@@ -15,11 +15,11 @@ from .auth import access
 from .consent.engine import Access, PatientFacts, Settings, patients_in
 from .consent.model import consent_rule
 from .consent.writes import check_write
-from .search.index import index
 from .context import RequestContext
-from .search.compile import Filter
-from .search.registry import compartments
 from .resources import jsonio
+from .search.compile import Filter
+from .search.index import index
+from .search.registry import compartments
 from .storage import Store
 from .storage.search import stored_json
 

@@ -7,7 +7,6 @@ written back by it, which only writes and subsetting pay for. Stored resources r
 """
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson

@@ -13,7 +13,7 @@ import requests
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
-from tests.auth.conftest import REDIRECT, Smart, csrf_of, pkce
+from tests.auth.conftest import Smart, csrf_of, pkce
 
 
 def test_smart_configuration_has_every_required_field(smart: Smart) -> None:

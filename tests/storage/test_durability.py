@@ -5,7 +5,7 @@ import signal
 from pathlib import Path
 
 from fhir_server.storage.ferretdb import FerretDB
-from tests.conftest import Fhir, LiveServer
+from tests.conftest import LiveServer
 
 
 def test_acknowledged_writes_survive_kill_9_of_server_and_database(tmp_path: Path) -> None:
