@@ -441,7 +441,8 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b and a == a and b == b else "n/a"
 
 
-def report_tables(results: dict[tuple[str, int], dict[str, Run]], label: str = "op") -> list[str]:
+def report_tables(results: dict[tuple[str, int], dict[str, Run]], label: str = "op", rate_digits: int = 1
+                  ) -> list[str]:
     """Throughput, latency and errors of both sides with their ratios; then the CPU per request."""
     lines = [
         f"| {label} | clients | server req/s | p50 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms | errors "
@@ -451,8 +452,8 @@ def report_tables(results: dict[tuple[str, int], dict[str, Run]], label: str = "
     for (op, clients), sides in results.items():
         s, b = sides["server"], sides["baseline"]
         lines.append(
-            f"| {op} | {clients} | {fmt(s.throughput)} | {fmt(s.percentile_ms(50), 2)} | {fmt(s.percentile_ms(99), 2)} "
-            f"| {s.errors} | {fmt(b.throughput)} | {fmt(b.percentile_ms(50), 2)} | {fmt(b.percentile_ms(99), 2)} "
+            f"| {op} | {clients} | {fmt(s.throughput, rate_digits)} | {fmt(s.percentile_ms(50), 2)} "
+            f"| {fmt(s.percentile_ms(99), 2)} | {s.errors} | {fmt(b.throughput, rate_digits)} | {fmt(b.percentile_ms(50), 2)} | {fmt(b.percentile_ms(99), 2)} "
             f"| {b.errors} | **{ratio(s.throughput, b.throughput)}** "
             f"| {ratio(s.percentile_ms(50), b.percentile_ms(50))} "
             f"| {ratio(s.percentile_ms(99), b.percentile_ms(99))} |")
