@@ -1,5 +1,5 @@
--- wrk script driven by bench/harness.py (one wrk run = one side of one cell), for bench_crud.py and
--- bench_search.py.
+-- wrk script driven by bench/harness.py (one wrk run = one side of one cell), for bench_crud.py,
+-- bench_search.py, bench_consent.py and bench_audit.py.
 --
 -- Environment:
 --   BENCH_MODE    "read": GET BENCH_PATH .. <random id from BENCH_IDS>
@@ -10,6 +10,7 @@
 --   BENCH_BODIES  file of request bodies, one a line
 --   BENCH_PATHS   file of request paths, one a line
 --   BENCH_OUT     where done() writes the results as one JSON object
+--   BENCH_TOKEN   optional: an access token, sent as "Authorization: Bearer <token>" with every request
 --
 -- The results carry wrk's latency histogram (microsecond -> count) so that harness.py can merge
 -- several runs exactly; wrk has already applied its coordinated-omission correction to it, which
@@ -24,10 +25,12 @@ for line in io.lines(source) do
   if #line > 0 then items[#items + 1] = line end
 end
 local n = #items
+local token = os.getenv("BENCH_TOKEN")
 local cursor = 0
 local threads = {}
 
 statuses = {}      -- per-thread status code -> count, read back by done() with thread:get
+sent = 0           -- per-thread requests started (those without an answer were in flight when wrk stopped)
 thread_index = 0   -- set by setup() before init()
 
 function setup(thread)
@@ -39,12 +42,16 @@ function init(args)
   math.randomseed(os.time() * 1000 + thread_index)
   cursor = (thread_index * 7919) % n
   wrk.headers["Accept"] = "application/fhir+json"
+  if token and #token > 0 then
+    wrk.headers["Authorization"] = "Bearer " .. token
+  end
   if mode == "create" then
     wrk.headers["Content-Type"] = "application/fhir+json"
   end
 end
 
 function request()
+  sent = sent + 1
   if mode == "read" then
     return wrk.format("GET", path .. items[math.random(n)])
   end
@@ -62,7 +69,9 @@ end
 function done(summary, latency, requests)
   local out = assert(io.open(os.getenv("BENCH_OUT"), "w"))
   local counts = {}
+  local started = 0
   for _, thread in ipairs(threads) do
+    started = started + thread:get("sent")
     for code, count in pairs(thread:get("statuses")) do
       counts[code] = (counts[code] or 0) + count
     end
@@ -74,9 +83,10 @@ function done(summary, latency, requests)
   local e = summary.errors
   out:write(string.format(
     '{"duration_us": %d, "requests": %d, "bytes": %d, "threads": %d, ' ..
-    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, "statuses": {%s}, ',
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, "statuses": {%s}, ' ..
+    '"sent": %d, ',
     summary.duration, summary.requests, summary.bytes, #threads,
-    e.connect, e.read, e.write, e.status, e.timeout, table.concat(parts, ", ")))
+    e.connect, e.read, e.write, e.status, e.timeout, table.concat(parts, ", "), started))
   -- latency(i) is the i-th distinct recorded value and its count
   local hist = {}
   for i = 1, #latency do
