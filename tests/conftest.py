@@ -125,6 +125,14 @@ class Fhir:
         return self.request("DELETE", path, **kw)
 
 
+def own_server(ferretdb: FerretDB, tmp_path_factory: pytest.TempPathFactory, database: str,
+               **env: str) -> Iterator[LiveServer]:
+    """A server on a database of its own, for a module's fixture (``yield from own_server(...)``)."""
+    live = LiveServer(ferretdb.uri, database, tmp_path_factory.mktemp(database), **env).start()
+    yield live
+    live.kill()
+
+
 @pytest.fixture(scope="session")
 def server(ferretdb: FerretDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(ferretdb.uri, "fhir_test", tmp_path_factory.mktemp("logs")).start()

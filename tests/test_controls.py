@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Fhir, LiveServer
+from tests.conftest import Fhir, LiveServer, own_server
 
 VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
 
@@ -32,9 +32,7 @@ def _docs(client: Fhir, patient: str) -> set[str]:
 def server(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server and database of this module's own: the rules are tested on a small DMP (on FerretDB the
     consent lookups scan whole collections, which the shared test database makes large)."""
-    live = LiveServer(ferretdb.uri, "fhir_controls", tmp_path_factory.mktemp("fhir_controls")).start()
-    yield live
-    live.kill()
+    yield from own_server(ferretdb, tmp_path_factory, "fhir_controls")
 
 
 @pytest.fixture()

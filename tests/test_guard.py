@@ -13,7 +13,7 @@ from fhir_server.auth.scopes import parse_scopes
 from fhir_server.consent.engine import Access, PatientFacts, Settings, habilitation_grid
 from fhir_server.consent.model import consent_rule
 from fhir_server.context import Identity
-from tests.conftest import Fhir, LiveServer
+from tests.conftest import Fhir, LiveServer, own_server
 
 VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
 PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
@@ -149,9 +149,7 @@ class Dmp:
 def server(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server and database of this module's own: the rules are tested on a small DMP (on FerretDB the
     consent lookups scan whole collections, which the shared test database makes large)."""
-    live = LiveServer(ferretdb.uri, "fhir_guard", tmp_path_factory.mktemp("fhir_guard")).start()
-    yield live
-    live.kill()
+    yield from own_server(ferretdb, tmp_path_factory, "fhir_guard")
 
 
 @pytest.fixture(scope="module")

@@ -26,19 +26,25 @@ def provider(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     live.kill()
 
 
+def _relying(provider: LiveServer, outside: AuthStore, ferretdb: Any, tmp_path: Any, database: str,
+             **env: str) -> tuple[LiveServer, str]:
+    """A server delegating sign-in to ``provider``, registered there as a confidential client."""
+    relying = LiveServer(ferretdb.uri, database, tmp_path, FHIR_OIDC_ISSUER=provider.base, FHIR_OIDC_RPPS_CLAIM="rpps",
+                         AUTHLIB_INSECURE_TRANSPORT="1", **env)
+    root = relying.base.rsplit("/fhir", 1)[0]
+    client_id, secret = admin.add_client(outside, f"relying {database}", "confidential", [f"{root}/auth/callback"],
+                                         "openid fhirUser")
+    relying.env.update(FHIR_OIDC_CLIENT_ID=client_id, FHIR_OIDC_CLIENT_SECRET=secret or "")
+    return relying.start(), root
+
+
 def test_a_practitioner_signs_in_through_the_external_provider(provider: LiveServer, ferretdb: Any,
                                                                tmp_path: Any) -> None:
     with MongoClient(ferretdb.uri, tz_aware=True) as mongo:
         outside = AuthStore(mongo[provider.database])
         admin.add_user(outside, "dr-martin", "psc-pass", "practitioner", "Practitioner/psc-1", rpps="10001234567")
-        relying = LiveServer(ferretdb.uri, "fhir_oidc_relying", tmp_path, FHIR_OIDC_ISSUER=provider.base,
-                             FHIR_OIDC_NAME="Pro Santé Connect (test)", FHIR_OIDC_RPPS_CLAIM="rpps",
-                             FHIR_OIDC_CLIENT_ID="pending", AUTHLIB_INSECURE_TRANSPORT="1")
-        root = relying.base.rsplit("/fhir", 1)[0]
-        client_id, secret = admin.add_client(outside, "DMP relying server", "confidential", [f"{root}/auth/callback"],
-                                             "openid fhirUser")
-        relying.env.update(FHIR_OIDC_CLIENT_ID=client_id, FHIR_OIDC_CLIENT_SECRET=secret or "")
-        relying.start()
+        relying, root = _relying(provider, outside, ferretdb, tmp_path, "fhir_oidc_relying",
+                                 FHIR_OIDC_NAME="Pro Santé Connect (test)")
         try:
             local = AuthStore(mongo[relying.database])
             # the DMP knows this professional by RPPS; there is no password here
@@ -84,13 +90,7 @@ def test_an_unknown_external_account_is_refused(provider: LiveServer, ferretdb: 
     with MongoClient(ferretdb.uri, tz_aware=True) as mongo:
         outside = AuthStore(mongo[provider.database])
         admin.add_user(outside, "stranger", "psc-pass", "practitioner", "Practitioner/x", rpps="19999999999")
-        relying = LiveServer(ferretdb.uri, "fhir_oidc_relying2", tmp_path, FHIR_OIDC_ISSUER=provider.base,
-                             FHIR_OIDC_RPPS_CLAIM="rpps", AUTHLIB_INSECURE_TRANSPORT="1")
-        root = relying.base.rsplit("/fhir", 1)[0]
-        client_id, secret = admin.add_client(outside, "relying 2", "confidential", [f"{root}/auth/callback"],
-                                             "openid fhirUser")
-        relying.env.update(FHIR_OIDC_CLIENT_ID=client_id, FHIR_OIDC_CLIENT_SECRET=secret or "")
-        relying.start()
+        relying, root = _relying(provider, outside, ferretdb, tmp_path, "fhir_oidc_relying2")
         try:
             smart = Smart(relying, AuthStore(mongo[relying.database]))
             url = smart.authorize_url(smart.client()[0], "openid fhirUser user/*.rs", pkce()[1])

@@ -101,11 +101,9 @@ def _cases() -> list[tuple[str, str]]:
 def fhir(ferretdb: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server of its own, without the audit trail: the AuditEvent examples must not drown among the
     AuditEvents the other tests' requests write."""
-    from tests.conftest import LiveServer
-    live = LiveServer(ferretdb.uri, "fhir_official_parameters", tmp_path_factory.mktemp("params"),
-                      FHIR_AUDIT="off").start()
-    yield live.client()
-    live.kill()
+    from tests.conftest import own_server
+    for live in own_server(ferretdb, tmp_path_factory, "fhir_official_parameters", FHIR_AUDIT="off"):
+        yield live.client()
 
 
 @pytest.fixture(scope="module")
