@@ -10,7 +10,7 @@ What it does, all on 127.0.0.1:
    and the audit trail on (the default), loads bench_search's DMP data set (bench/dmp_data.py, through
    the server's write path: no AuditEvents) and mints an operator token (consent bypassed);
 2. runs ``--clients`` Python threads (requests, one keep-alive session each) for ``--minutes``: each
-   sends, one after the other, ``GET Observation/<random id>`` (``--read-share`` of the requests) or
+   sends, one after the other, ``GET Observation/<random id>`` (``--read-share`` of the requests, 95 %) or
    ``GET Observation?subject=Patient/<random>``, and logs every request: what, which patient, the
    status or the error. When the time is up, each finishes the request it has started;
 3. waits until the server is idle, then reads every AuditEvent written during the run and compares,
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent Python clients (default 8)")
     parser.add_argument("--patients", type=int, default=50,
                         help="patients generated (default 50: FerretDB scans the Observations for every search)")
-    parser.add_argument("--read-share", type=float, default=0.8, help="share of reads, the rest searches (default 0.8)")
+    parser.add_argument("--read-share", type=float, default=0.95, help="share of reads, the rest searches (default 0.95)")
     parser.add_argument("--timeout", type=float, default=120, help="client timeout per request in seconds (default 120)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("FHIR_WORKERS", 2)))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FHIR_THREADS", 4)))

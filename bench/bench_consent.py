@@ -456,8 +456,8 @@ def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
         c, o = sides["server"], sides["baseline"]
         cost = 1 - c.throughput / o.throughput if o.throughput else float("nan")
         lines.append(
-            f"| {op} | {clients} | {fmt(c.throughput)} | {fmt(c.percentile_ms(50), 2)} | {fmt(c.percentile_ms(99), 2)} "
-            f"| {c.errors} | {fmt(o.throughput)} | {fmt(o.percentile_ms(50), 2)} | {fmt(o.percentile_ms(99), 2)} "
+            f"| {op} | {clients} | {fmt(c.throughput, 2)} | {fmt(c.percentile_ms(50), 2)} | {fmt(c.percentile_ms(99), 2)} "
+            f"| {c.errors} | {fmt(o.throughput, 2)} | {fmt(o.percentile_ms(50), 2)} | {fmt(o.percentile_ms(99), 2)} "
             f"| {o.errors} | **{ratio(c.throughput, o.throughput)}** | {fmt(cost * 100, 0)}% "
             f"| {ratio(c.percentile_ms(50), o.percentile_ms(50))} | {ratio(c.percentile_ms(99), o.percentile_ms(99))} |")
         p99 = c.percentile_ms(99) / o.percentile_ms(99) - 1 if o.percentile_ms(99) else float("nan")
