@@ -61,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dmp_data import (CODE_PARAM, DATE_PARAM, FIRST_DAY, INS_SYSTEM, LAB, LAB_WEIGHTS, LOINC,  # noqa: E402
                       SPAN_DAYS, Fact, patient_record, practitioners)
-from harness import (FHIR_JSON, Bench, Run, Stack, add_common_arguments, error_details, fmt,  # noqa: E402
-                     http_call, parse_clients, ratio, report_tables, results_json, run_main)
+from harness import (FHIR_JSON, Bench, RecordingDatabase, Run, Stack, add_common_arguments,  # noqa: E402
+                     error_details, fmt, http_call, parse_clients, ratio, report_tables, results_json, run_main)
 
 SEARCH_TARGET = 0.5  # the issue's target: each search at least 0.5 x its baseline's throughput
 COUNT = 50  # _count, given explicitly to both sides
@@ -79,30 +79,6 @@ TYPES = ("Patient", "Practitioner", "Encounter", "Observation", "Condition", "Al
 
 
 # -- loading ----------------------------------------------------------------------------------------
-
-
-class _RecordingCollection:
-    """Stands for a collection in Store._write: records what would be inserted, finds nothing."""
-
-    def __init__(self, name: str, sink: dict[str, list[dict[str, Any]]]) -> None:
-        self.name, self.sink = name, sink
-
-    def insert_one(self, doc: dict[str, Any]) -> None:
-        self.sink.setdefault(self.name, []).append(doc)
-
-    def find_one(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def update_one(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a first version updates nothing")
-
-
-class _RecordingDatabase:
-    def __init__(self) -> None:
-        self.docs: dict[str, list[dict[str, Any]]] = {}
-
-    def __getitem__(self, name: str) -> _RecordingCollection:
-        return _RecordingCollection(name, self.docs)
 
 
 _worker: dict[str, Any] = {}
@@ -124,7 +100,7 @@ def store_documents(resources: list[dict[str, Any]], compress_above: int, indexe
     """The documents the server's create path writes for ``resources`` (history entry and current document
     with its search columns, stamped and packed), per collection, without a database."""
     from fhir_server.storage.store import Store
-    recording = _RecordingDatabase()
+    recording = RecordingDatabase()
     store = Store(recording, compress_above, indexer)  # type: ignore[arg-type]
     for resource in resources:
         store._write(resource["resourceType"], resource["id"], resource, if_match=None, method="POST")

@@ -672,3 +672,32 @@ def signals_as_interrupts() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+# -- bulk loading ----------------------------------------------------------------------------------
+
+
+class RecordingCollection:
+    """Stands for a collection in Store._write: records what would be inserted, finds nothing."""
+
+    def __init__(self, name: str, sink: dict[str, list[dict[str, Any]]]) -> None:
+        self.name, self.sink = name, sink
+
+    def insert_one(self, doc: dict[str, Any]) -> None:
+        self.sink.setdefault(self.name, []).append(doc)
+
+    def find_one(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def update_one(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a first version updates nothing")
+
+
+class RecordingDatabase:
+    """Stands for the database in Store._write (bulk loading through the server's own write path)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, name: str) -> RecordingCollection:
+        return RecordingCollection(name, self.docs)

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness import FHIR_JSON, Service, Stack, http_call
+from harness import FHIR_JSON, RecordingDatabase, Service, Stack, http_call
 
 from fhir_server.storage.ferretdb import free_port
 
@@ -89,34 +89,10 @@ def search_all(service: Service, path: str, token: str) -> tuple[list[dict[str, 
 # -- bulk loading through the server's write path ----------------------------------------------------
 
 
-class _RecordingCollection:
-    """Stands for a collection in Store._write: records what would be inserted, finds nothing."""
-
-    def __init__(self, name: str, sink: dict[str, list[dict[str, Any]]]) -> None:
-        self.name, self.sink = name, sink
-
-    def insert_one(self, doc: dict[str, Any]) -> None:
-        self.sink.setdefault(self.name, []).append(doc)
-
-    def find_one(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def update_one(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a first version updates nothing")
-
-
-class _RecordingDatabase:
-    def __init__(self) -> None:
-        self.docs: dict[str, list[dict[str, Any]]] = {}
-
-    def __getitem__(self, name: str) -> _RecordingCollection:
-        return _RecordingCollection(name, self.docs)
-
-
 def store_documents(resources: list[dict[str, Any]], compress_above: int, indexer: Any) -> dict[str, list[dict]]:
     """The documents ``POST`` of each resource (with its id) would store, per collection."""
     from fhir_server.storage.store import Store
-    recording = _RecordingDatabase()
+    recording = RecordingDatabase()
     store = Store(recording, compress_above, indexer)  # type: ignore[arg-type]
     for resource in resources:
         store._write(resource["resourceType"], resource["id"], resource, if_match=None, method="POST")
