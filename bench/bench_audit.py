@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import FHIR_JSON, Bench, Run, Stack, add_common_arguments, fmt, http_call, ratio, run_main  # noqa: E402
+from harness import (FHIR_JSON, Bench, Run, Stack, add_common_arguments, cost_sections, fmt, http_call,  # noqa: E402
+                     ratio, run_main)
 from secured import audit_events, load_dmp, mint, start_fhir  # noqa: E402
 
 TARGET_COST = 0.30  # the target: audit costs at most 30 %
@@ -83,10 +84,6 @@ def check(stack: Stack, servers: dict[str, Any], tokens: dict[str, str], observa
 # -- reporting --------------------------------------------------------------------------------------
 
 
-def _cpu(run: Run) -> float:
-    return run.cpu_ms_per_request("app") + (run.cpu_ms_per_request("db") if "db" in run.cpu else 0.0)
-
-
 def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
     lines = ["| op | clients | audit on req/s | p50 ms | p99 ms | errors | audit off req/s | p50 ms | p99 ms | errors "
              "| **ratio req/s** | audit cost | ratio p50 | ratio p99 |",
@@ -102,23 +99,7 @@ def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
             f"| {ratio(a.percentile_ms(50), b.percentile_ms(50))} | {ratio(a.percentile_ms(99), b.percentile_ms(99))} |")
         verdicts.append(f"{op} x{clients}: {fmt(cost * 100, 0)}% ({'met' if cost <= TARGET_COST else 'NOT met'})")
     lines += ["", f"Target (audit costs at most {TARGET_COST:.0%} of the throughput): " + "; ".join(verdicts) + "."]
-    lines += ["", "CPU per request (server + FerretDB), audit off / audit on, the throughput ratio if CPU were the only "
-              "limit (steadier than throughput on a shared machine): " + "; ".join(
-                  f"{op} x{c}: " + ratio(_cpu(sides["baseline"]), _cpu(sides["server"]))
-                  for (op, c), sides in results.items()) + "."]
-    lines += ["", "CPU time per request (ms) of the server (gunicorn master + workers), FerretDB and wrk, from /proc "
-              "around each run; `busy` is the machine's CPU use, `others` the part of it spent by other processes:", "",
-              "| op | clients | audit on app | FerretDB | wrk | busy | others | audit off app | FerretDB | wrk | busy | others |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for (op, clients), sides in results.items():
-        cells = []
-        for run in (sides["server"], sides["baseline"]):
-            cells += [fmt(run.cpu_ms_per_request("app"), 2), fmt(run.cpu_ms_per_request("db"), 2),
-                      fmt(run.cpu_ms_per_request("wrk"), 2), f"{run.machine_busy:.0%}", f"{run.others_busy:.0%}"]
-        lines.append(f"| {op} | {clients} | " + " | ".join(cells) + " |")
-    errors = [f"- {op} x{c} {SIDES[side]}: statuses {dict(run.statuses)}, socket errors {dict(run.socket_errors)}"
-              for (op, c), sides in results.items() for side, run in sides.items() if run.errors]
-    return "\n".join(lines + (["", "Errors:", *errors] if errors else []))
+    return "\n".join(lines + cost_sections(results, SIDES, "op"))
 
 
 # -- main -------------------------------------------------------------------------------------------

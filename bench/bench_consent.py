@@ -47,7 +47,8 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dmp_data import DOCUMENT_TYPES, LOINC, new_id, practitioners  # noqa: E402
-from harness import Bench, Run, Stack, add_common_arguments, fmt, parse_clients, ratio, run_main  # noqa: E402
+from harness import (Bench, Run, Stack, add_common_arguments, cost_sections, fmt, parse_clients,  # noqa: E402
+                     ratio, run_main)
 from harness import french_patient  # noqa: E402
 from secured import check_counts, get_json, load, mint, search_all, start_fhir  # noqa: E402
 
@@ -443,10 +444,6 @@ def engine_estimate(args: argparse.Namespace, me: str, others: tuple[str, ...]) 
 # -- reporting --------------------------------------------------------------------------------------
 
 
-def _cpu(run: Run) -> float:
-    return run.cpu_ms_per_request("app") + (run.cpu_ms_per_request("db") if "db" in run.cpu else 0.0)
-
-
 def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
     lines = ["| search | clients | consent req/s | p50 ms | p99 ms | errors | operator req/s | p50 ms | p99 ms | errors "
              "| **ratio req/s** | consent cost | ratio p50 | ratio p99 |",
@@ -465,23 +462,7 @@ def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
                         f"({'met' if cost <= TARGET_COST else 'NOT met'}), p99 +{fmt(p99 * 100, 0)}% "
                         f"({'met' if p99 <= TARGET_COST else 'NOT met'})")
     lines += ["", f"Target (consent costs at most {TARGET_COST:.0%}): " + "; ".join(verdicts) + "."]
-    lines += ["", "CPU per request (server + FerretDB), operator / consent, the throughput ratio if CPU were the only "
-              "limit (steadier than throughput on a shared machine): " + "; ".join(
-                  f"{op} x{c}: " + ratio(_cpu(sides["baseline"]), _cpu(sides["server"]))
-                  for (op, c), sides in results.items()) + "."]
-    lines += ["", "CPU time per request (ms) of the server (gunicorn master + workers), FerretDB and wrk, from /proc "
-              "around each run; `busy` is the machine's CPU use, `others` the part of it spent by other processes:", "",
-              "| search | clients | consent app | FerretDB | wrk | busy | others | operator app | FerretDB | wrk | busy | others |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for (op, clients), sides in results.items():
-        cells = []
-        for run in (sides["server"], sides["baseline"]):
-            cells += [fmt(run.cpu_ms_per_request("app"), 2), fmt(run.cpu_ms_per_request("db"), 2),
-                      fmt(run.cpu_ms_per_request("wrk"), 2), f"{run.machine_busy:.0%}", f"{run.others_busy:.0%}"]
-        lines.append(f"| {op} | {clients} | " + " | ".join(cells) + " |")
-    errors = [f"- {op} x{c} {SIDES[side]}: statuses {dict(run.statuses)}, socket errors {dict(run.socket_errors)}"
-              for (op, c), sides in results.items() for side, run in sides.items() if run.errors]
-    return "\n".join(lines + (["", "Errors:", *errors] if errors else []))
+    return "\n".join(lines + cost_sections(results, SIDES, "search"))
 
 
 # -- main -------------------------------------------------------------------------------------------

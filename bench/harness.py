@@ -674,6 +674,34 @@ def signals_as_interrupts() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def cpu_per_request(run: Run) -> float:
+    """Server plus FerretDB CPU milliseconds per request."""
+    return run.cpu_ms_per_request("app") + (run.cpu_ms_per_request("db") if "db" in run.cpu else 0.0)
+
+
+def cost_sections(results: dict[tuple[str, int], dict[str, Run]], sides: dict[str, str], label: str) -> list[str]:
+    """For a benchmark of one server against itself with a feature on ("server") and off ("baseline"):
+    the CPU ratio line, the CPU table and the errors, sides named as ``sides`` says."""
+    on, off = sides["server"], sides["baseline"]
+    lines = ["", f"CPU per request (server + FerretDB), {off} / {on}, the throughput ratio if CPU were the only "
+             "limit (steadier than throughput on a shared machine): " + "; ".join(
+                 f"{op} x{c}: " + ratio(cpu_per_request(s["baseline"]), cpu_per_request(s["server"]))
+                 for (op, c), s in results.items()) + "."]
+    lines += ["", "CPU time per request (ms) of the server (gunicorn master + workers), FerretDB and wrk, from /proc "
+              "around each run; `busy` is the machine's CPU use, `others` the part of it spent by other processes:", "",
+              f"| {label} | clients | {on} app | FerretDB | wrk | busy | others | {off} app | FerretDB | wrk | busy | others |",
+              "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for (op, clients), s in results.items():
+        cells = []
+        for run in (s["server"], s["baseline"]):
+            cells += [fmt(run.cpu_ms_per_request("app"), 2), fmt(run.cpu_ms_per_request("db"), 2),
+                      fmt(run.cpu_ms_per_request("wrk"), 2), f"{run.machine_busy:.0%}", f"{run.others_busy:.0%}"]
+        lines.append(f"| {op} | {clients} | " + " | ".join(cells) + " |")
+    errors = [f"- {op} x{c} {sides[side]}: statuses {dict(run.statuses)}, socket errors {dict(run.socket_errors)}"
+              for (op, c), s in results.items() for side, run in s.items() if run.errors]
+    return lines + (["", "Errors:", *errors] if errors else [])
+
+
 # -- bulk loading ----------------------------------------------------------------------------------
 
 
