@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
-from .. import controls, pipeline
+from .. import bundles, controls, pipeline
 from .. import capability
 from ..context import DEVELOPMENT, RequestContext
 from ..errors import BadRequest, Issue, UnsupportedMediaType, operation_outcome
@@ -90,7 +90,48 @@ def vread(rtype: str, rid: str, vid: str) -> Response:
 def create(rtype: str) -> Response:
     ctx = _context()
     body = negotiation.require_json_body(request)
-    return _write_response(pipeline.create(_services(), ctx, rtype, body), ctx)
+    if_none_exist = request.headers.get("If-None-Exist")
+    return _write_response(pipeline.create(_services(), ctx, rtype, body, if_none_exist), ctx)
+
+
+def _criteria() -> str:
+    criteria = request.query_string.decode("utf-8", "replace")
+    if not criteria:
+        raise BadRequest(f"{request.method} [type] needs search criteria: {request.method} [type]?criteria")
+    return criteria
+
+
+def conditional_update(rtype: str) -> Response:
+    ctx = _context()
+    body = negotiation.require_json_body(request)
+    return _write_response(pipeline.conditional_update(_services(), ctx, rtype, _criteria(), body, _if_match()), ctx)
+
+
+def conditional_delete(rtype: str) -> Response:
+    result = pipeline.conditional_delete(_services(), _context(), rtype, _criteria())
+    return negotiation.render(result.body, request, result.status)
+
+
+def patch(rtype: str, rid: str) -> Response:
+    ctx = _context()
+    result = pipeline.patch(_services(), ctx, rtype, rid, request.get_data(cache=False), request.mimetype or "",
+                            _if_match())
+    return _write_response(result, ctx)
+
+
+def conditional_patch(rtype: str) -> Response:
+    ctx = _context()
+    result = pipeline.conditional_patch(_services(), ctx, rtype, _criteria(), request.get_data(cache=False),
+                                        request.mimetype or "", _if_match())
+    return _write_response(result, ctx)
+
+
+def bundle() -> Response:
+    """``POST [base]``: a batch or a transaction."""
+    ctx = _context()
+    representation = negotiation.prefer(request, "return", ("minimal", "representation"), "") == "representation"
+    result = bundles.process(_services(), ctx, negotiation.require_json_body(request), representation)
+    return negotiation.render(result.body, request, result.status)
 
 
 def update(rtype: str, rid: str) -> Response:
