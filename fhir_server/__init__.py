@@ -56,7 +56,8 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
 
     @fhir.before_request
     def negotiate() -> None:
-        response_type(request)  # 406 before any work
+        if not (request.method == "GET" and (request.view_args or {}).get("rtype") == "Binary"):
+            response_type(request)  # 406 before any work (a Binary may be read in its own type)
         if config.auth == "off":
             g.who = DEVELOPMENT
         elif request.endpoint != "fhir.metadata":  # the CapabilityStatement is public

@@ -60,8 +60,9 @@ def process(svc: Services, ctx: RequestContext, body: bytes, representation: boo
     if kind == "batch":
         return Result(200, {"resourceType": "Bundle", "type": "batch-response",
                             "entry": [_batch_entry(svc, ctx, n, e, representation) for n, e in enumerate(raw)]})
+    documents = mhd.provided_documents(ctx, bundle)  # an ITI-65 Provide Document Bundle: PDSm's checks
     entries = [_entry(ctx, n, e) for n, e in enumerate(raw)]
-    return Result(200, transaction(svc, ctx, entries, representation))
+    return Result(200, transaction(svc, ctx, entries, representation, documents))
 
 
 def _entry(ctx: RequestContext, n: int, raw: Any) -> Entry:
@@ -109,8 +110,11 @@ class _at:
 # -- transaction ------------------------------------------------------------------------------------
 
 
-def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], representation: bool) -> dict[str, Any]:
+def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], representation: bool,
+                replaced: list[str] | None = None) -> dict[str, Any]:
+    """``replaced``: the DocumentReferences the bundle's documents replace (ITI-65), superseded with it."""
     refs: dict[str, str] = {}  # fullUrl -> "Type/id" of what the entry became
+    requested = len(entries)
     writes: list[tuple[Entry, Write]] = []
     ordered = sorted(entries, key=lambda e: ORDER[e.method])
     with ExitStack() as turns:
@@ -122,8 +126,10 @@ def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], repres
             if entry.method not in ("GET", "HEAD"):
                 with _at(entry.index, {"request": entry.request}):
                     _target(svc, ctx, entry, refs)
+        for reference in replaced or ():
+            entries.append(mhd.supersede(svc, ctx, reference, len(entries)))
         _no_duplicates(entries)
-        for entry in ordered:
+        for entry in sorted(entries, key=lambda e: ORDER[e.method]):
             if entry.method not in ("GET", "HEAD"):
                 with _at(entry.index, {"request": entry.request}):
                     writes += [(entry, w) for w in _plan(svc, ctx, entry, refs)]
@@ -135,7 +141,7 @@ def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], repres
             else "update"
         pipeline.audit_write(svc, ctx, interaction, version, entry.before.get((w.type, w.id)))
     return {"resourceType": "Bundle", "type": "transaction-response",
-            "entry": [_response(svc, ctx, e, written, representation) for e in entries]}
+            "entry": [_response(svc, ctx, e, written, representation) for e in entries[:requested]]}
 
 
 def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]) -> None:

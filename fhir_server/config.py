@@ -36,6 +36,10 @@ class Config:
     max_bundle_entries: int = 1000
     transaction_timeout_seconds: int = 30
     transaction_sweep_seconds: int = 30
+    # The largest document (a Binary's bytes, or a DocumentReference's inline attachment) taken.
+    max_document_bytes: int = 20 * 1024 * 1024
+    # ITI-67: a person's DocumentReference search names the patient (patient, subject, patient.identifier).
+    documents_search_needs_patient: bool = True
     # DELETE [type]?criteria matching several resources: delete them all, or refuse with 412.
     conditional_delete_multiple: bool = False
     # Signs paging cursors; random per process when unset (set it when running several workers).

@@ -155,6 +155,11 @@ def _notify_first_access(svc: Services, ctx: RequestContext, patients: list[str]
 
 def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
     patients = patients_in(version.compartments or ())
+    if version.type == "Binary" and version.json:  # a document's bytes: the document's patients
+        context = (jsonio.loads(version.json).get("securityContext") or {}).get("reference") or ""
+        rtype, _, rid = context.removeprefix(ctx.base_url + "/").partition("/")
+        found = svc.store.read(rtype, rid) if rtype in RESOURCE_TYPES and rid and "/" not in rid else None
+        patients = patients_in(found.compartments or ()) if found else []
     if patients:  # BALP PatientRead: reads of patient data
         _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
 
@@ -200,6 +205,7 @@ def check_create(svc: Services, ctx: RequestContext, rtype: str, resource: dict[
     """Everything a create must pass before it is stored: validation, scopes, the DMP's write rules."""
     check_type(rtype)
     access.require(ctx.who, "create", rtype)
+    mhd.check_size(svc.config.max_document_bytes, rtype, resource)
     validate(resource, rtype)
     _may_write(ctx, rtype, "c", resource)
     svc.guard(ctx).check_write("create", rtype, resource, None)
@@ -211,6 +217,7 @@ def check_update(svc: Services, ctx: RequestContext, rtype: str, rid: str, resou
     check_type(rtype)
     check_id(rid)
     access.require(ctx.who, "update", rtype)
+    mhd.check_size(svc.config.max_document_bytes, rtype, resource)
     validate(resource, rtype, rid)
     _may_write(ctx, rtype, "u", resource)
     current = svc.store.read(rtype, rid)
@@ -237,7 +244,10 @@ def check_delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_ma
         if if_match is not None:  # what the caller may not see does not exist: nothing to delete
             raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
         return None
-    svc.guard(ctx).check_write("delete", rtype, None, jsonio.loads(current.json) if current.json else None)
+    old = jsonio.loads(current.json) if current.json else None
+    svc.guard(ctx).check_write("delete", rtype, None, old)
+    if rtype == "DocumentReference" and old is not None:
+        mhd.check_document_delete(ctx, old, current.by)
     return current
 
 
@@ -421,6 +431,8 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
         allowed = compartments()[compartment[0]]
         if types[0] != compartment[0] and types[0] not in allowed:
             raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
+    if types == ["DocumentReference"] and compartment is None and svc.config.documents_search_needs_patient:
+        mhd.check_document_search(ctx.who.kind, params)
     targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(types, params)
     body, patients = svc.store.consistent(lambda: searching.run(
         svc.store, svc.config, ctx.base_url, path, tuple(types), params, strict=ctx.handling == "strict",

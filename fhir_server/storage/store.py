@@ -16,6 +16,8 @@ resource rolls it forward (``_roll_forward``), so the state always converges to 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
@@ -30,16 +32,19 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..errors import Conflict, PreconditionFailed, ServiceUnavailable
+from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnavailable
 from ..resources.jsonio import dumps
 from ..resources.version import Version, instant
 from . import transaction
+from .blobs import Blobs
 from .transaction import COMMITTED, DONE, Write
 
 T = TypeVar("T")
 COMMITTED_STATES = (COMMITTED, DONE)
 CONSISTENT_ATTEMPTS = 20
 LOCK_STALE_SECONDS = 30.0
+# A Binary whose base64 data is longer is stored in chunks (storage/blobs.py), not in its document.
+INLINE_BINARY_CHARS = 64 << 10
 
 HISTORY = "history"
 HISTORY_INDEXES = {
@@ -108,6 +113,7 @@ class Store:
         self.history = db[HISTORY]
         self.compress_above = compress_above
         self.indexer = indexer
+        self.blobs = Blobs(db)
         self.transaction_timeout = 30.0  # seconds a pending transaction may take before recovery rolls it back
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -135,7 +141,8 @@ class Store:
         if doc is None or doc["v"] == 0:  # v 0: the placeholder of a resource a transaction creates
             return None
         return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc),
-                       compartments=tuple(doc.get("compartments") or ()), by=tuple(doc.get("by") or ()))
+                       compartments=tuple(doc.get("compartments") or ()), by=tuple(doc.get("by") or ()),
+                       blob=doc.get("blob"))
 
     def vread(self, rtype: str, rid: str, version: int) -> Version | None:
         doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
@@ -150,7 +157,7 @@ class Store:
     def _history_version(doc: dict[str, Any]) -> Version:
         compartments = tuple(doc["c"]) if "c" in doc else None
         return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"],
-                       compartments, tuple(doc.get("by") or ()))
+                       compartments, tuple(doc.get("by") or ()), doc.get("blob"))
 
     def history_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
                      ) -> tuple[list[Version], tuple[Any, ...] | None]:
@@ -304,12 +311,34 @@ class Store:
     def history_entry(self, rtype: str, rid: str, version: int, ts: datetime, method: str,
                       resource: dict[str, Any] | None, search: dict[str, Any], by: Sequence[str],
                       txid: str | None = None) -> dict[str, Any]:
+        blob = None
+        if rtype == "Binary" and resource is not None and len(resource.get("data") or "") > INLINE_BINARY_CHARS:
+            blob, resource = self._keep_apart(resource)
         body = None if resource is None else self._stamp(resource, rid, version, ts)
         entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts, "m": method,
                  "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
+        if blob:
+            entry["blob"] = blob
         if txid:
             entry["tx"] = txid
         return entry
+
+    def _keep_apart(self, binary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Large document bytes go to the blob store (before the version that names them)."""
+        try:
+            data = base64.b64decode(binary["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidResource("Binary.data is not valid base64") from None
+        sha, _ = self.blobs.put(data)
+        return sha, {k: v for k, v in binary.items() if k != "data"}
+
+    def binary_json(self, version: Version) -> bytes | None:
+        """A Binary as FHIR JSON, its data put back from the blob store."""
+        if version.blob is None or version.json is None:
+            return version.json
+        resource = orjson.loads(version.json)
+        resource["data"] = base64.b64encode(self.blobs.read(version.blob)).decode("ascii")
+        return dumps(resource)
 
     def version_of(self, entry: dict[str, Any]) -> Version:
         return self._history_version(entry)
@@ -386,9 +415,11 @@ class Store:
         coll = self.db[rtype]
         doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
                "by": entry.get("by") or [], "search": {}, "sortkey": {}, "compartments": [], **search}
-        if entry.get("z"):
-            doc["z"] = True
-        change: dict[str, Any] = {"$set": doc, "$unset": {"tx": "", **({} if "z" in doc else {"z": ""})}}
+        for flag in ("z", "blob"):
+            if entry.get(flag):
+                doc[flag] = entry[flag]
+        unset = {"tx": "", **{flag: "" for flag in ("z", "blob") if flag not in doc}}
+        change: dict[str, Any] = {"$set": doc, "$unset": unset}
         try:  # a first version replaces a transaction's placeholder (v 0), if there is one
             coll.update_one({"_id": rid, "v": base}, change, upsert=base == 0)
         except DuplicateKeyError:
