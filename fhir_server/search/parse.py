@@ -149,6 +149,8 @@ def _clause(rtype: str, name: str, raw: str, strict: bool, depth: int = 0) -> Cl
         if modifier and param.targets and modifier not in param.targets:
             raise BadRequest(f"'{code}' cannot refer to {modifier}")
         candidates = [t for t in targets if rest.partition(".")[0].partition(":")[0] in params_for(t)]
+        if len(candidates) > 1:  # `subject.where(resolve() is Patient)` names its one real target
+            candidates = [t for t in candidates if f"resolve() is {t})" in param.expression] or candidates
         if len(candidates) != 1:
             raise BadRequest(f"the chain '{name}' needs a type: {code}:Type.{rest}")
         inner = _clause(candidates[0], rest, raw, strict, depth + 1)

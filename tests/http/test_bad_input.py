@@ -46,7 +46,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, tuple[str, ...], str 
     ("form content type", "POST", "Patient", b"a=b", {"Content-Type": "application/x-www-form-urlencoded"}, 415, ("not-supported",), None),
     ("unsupported _format", "POST", "Patient?_format=xml", GOOD, {}, 406, ("not-supported",), None),
     ("unsupported Accept", "POST", "Patient", GOOD, {"Accept": "application/fhir+xml"}, 406, ("not-supported",), None),
-    ("unsupported method", "PATCH", "Patient/abc", GOOD, {}, 405, ("not-supported",), None),
+    ("unsupported method", "TRACE", "Patient/abc", GOOD, {}, 405, ("not-supported",), None),
+    ("patch of a missing resource", "PATCH", "Patient/abc", b"[]", {"Content-Type": "application/json-patch+json"}, 404, ("not-found",), None),
     ("no such endpoint", "GET", "Patient/abc/def/ghi/jkl", None, {}, 404, ("not-found",), None),
 ]
 
