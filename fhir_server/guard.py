@@ -13,7 +13,7 @@ from typing import Any
 
 from .auth import access
 from .consent.engine import Access, PatientFacts, Settings, patients_in
-from .consent.model import consent_rule
+from .consent.model import ConsentRule, consent_rule
 from .consent.writes import check_write
 from .context import RequestContext
 from .resources import jsonio
@@ -54,7 +54,10 @@ class Guard:
         extra = set(extra_patients) if not self.unrestricted else set()
         if self._access is None or not extra <= set(self._access.facts):
             known = dict(self._access.facts) if self._access else {}
-            wanted = set() if self.unrestricted else (self._candidates() | self.targets | extra) - set(known)
+            # a request that names its patients needs only theirs (its matches are theirs; anything
+            # else it returns is decided with ``extra``); otherwise every record the caller may open
+            wanted = set() if self.unrestricted else \
+                ((self.targets or self._candidates()) | extra) - set(known)
             known.update(self._facts(wanted))
             self._access = Access(self.who, known, self.settings, named=self.targets)
         return self._access
@@ -84,7 +87,7 @@ class Guard:
         refs = [f"Patient/{p}" for p in sorted(patients)]
         consents: dict[str, list[Any]] = {}
         for resource in self.store.current_resources("Consent", {"compartments": {"$in": refs}}):
-            rule = consent_rule(resource)
+            rule = _rule(resource)
             if rule is not None:
                 consents.setdefault(rule.patient, []).append(rule)
         teams: dict[str, set[str]] = {}
@@ -181,6 +184,20 @@ class Guard:
         if not self.narrowing:
             return not access_is_patient_data(rtype) or self.consent().unrestricted
         return self.who.kind == "system" or self.consent().exact(rtype)
+
+
+_RULES: dict[tuple[str, str], ConsentRule | None] = {}
+
+
+def _rule(resource: dict[str, Any]) -> ConsentRule | None:
+    """A Consent's rule, parsed once per version in this worker (a version never changes; which
+    versions are current is still read on every request)."""
+    key = (str(resource.get("id")), str((resource.get("meta") or {}).get("versionId")))
+    if key not in _RULES:
+        if len(_RULES) > 100_000:
+            _RULES.clear()
+        _RULES[key] = consent_rule(resource)
+    return _RULES[key]
 
 
 def _patient_types() -> set[str]:

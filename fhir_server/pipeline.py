@@ -25,7 +25,7 @@ from .errors import (BadRequest, Forbidden, Gone, Issue, MethodNotAllowed, NotFo
 from .resources import bundle, jsonio
 from .resources.parse import check_id, parse_resource
 from .resources.schema import RESOURCE_TYPES
-from .resources.validation import resource_issues, validate
+from .resources.validation import ID_RE, resource_issues, validate
 from .resources.version import Version
 from . import conditional, mhd, searching
 from .search.dates import parse_instant, parse_period
@@ -442,12 +442,16 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
 
 
 def _named_patients(types: list[str], params: list[tuple[str, str]]) -> list[str]:
-    """The patients a search names (``patient``, ``subject``, a Patient ``_id``): emergency access
-    opens only those."""
+    """The patients a search names by id (``patient``, ``subject``, a Patient ``_id``): emergency
+    access opens only those, and every match belongs to one of them, so the guard needs no others."""
     named = []
     for name, value in params:
-        if name.split(":")[0] in ("patient", "subject") or (name == "_id" and types == ["Patient"]):
-            named += [v.strip().rsplit("/", 1)[-1] for v in value.split(",") if v.strip()]
+        code, _, modifier = name.partition(":")
+        if (code in ("patient", "subject") and modifier in ("", "Patient")) or (name == "_id" and types == ["Patient"]):
+            for item in (v.strip() for v in value.split(",") if v.strip()):
+                kind, _, rid = item.rpartition("/")
+                if kind.rsplit("/", 1)[-1] in ("", "Patient") and ID_RE.fullmatch(rid):
+                    named.append(rid)
     return named
 
 
