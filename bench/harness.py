@@ -717,8 +717,10 @@ class RecordingCollection:
     def find_one(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def update_one(self, *args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a first version updates nothing")
+    def update_one(self, query: dict[str, Any], change: dict[str, Any], upsert: bool = False) -> None:
+        if not upsert:
+            raise AssertionError("a first version updates nothing")
+        self.sink.setdefault(self.name, []).append({"_id": query["_id"], **change["$set"]})  # a first version
 
 
 class RecordingDatabase:
