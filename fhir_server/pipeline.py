@@ -140,17 +140,25 @@ def _audit(svc: Services, ctx: RequestContext, interaction: str, patients: Itera
         _notify_first_access(svc, ctx, patients)
 
 
+_NOTIFIED: set[str] = set()  # first-access markers this worker knows are set (they are never removed)
+
+
 def _notify_first_access(svc: Services, ctx: RequestContext, patients: list[str]) -> None:
     """A professional's first access to a record: the patient gets a Communication (as the DMP
     notifies). The marker and the notice are written together, or neither is."""
     for patient in patients:
         key = f"first-access|Patient/{patient}|{ctx.who.fhir_user}"
+        if key in _NOTIFIED:
+            continue  # marked before: no round trip to learn it again
         if svc.store.first(key):
             try:
                 svc.store.append("Communication", [balp.first_access_notice(ctx, patient)], trail.WRITER)
             except Exception:
                 svc.store.forget(key)
                 raise
+        if len(_NOTIFIED) > 100_000:
+            _NOTIFIED.clear()
+        _NOTIFIED.add(key)
 
 
 def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
