@@ -214,6 +214,14 @@ def test_every_read_path_answers_exactly_what_the_rules_allow(dmp: Dmp, live: Li
             status = client.get(ref).status_code
             readable = any(ref in dmp.expected(claims, "DocumentReference", p) for p in dmp.p.values())
             assert status == (200 if readable else 404), (actor, ref)
+    # the reads of a batch are reads: the same answers, entry by entry
+    documents = [ref for ref in dmp.resources if ref.startswith("DocumentReference/")]
+    batch = client.post("", {"resourceType": "Bundle", "type": "batch",
+                             "entry": [{"request": {"method": "GET", "url": ref}} for ref in documents]})
+    assert batch.status_code == 200, batch.text
+    for ref, entry in zip(documents, batch.json()["entry"]):
+        readable = any(ref in dmp.expected(claims, "DocumentReference", p) for p in dmp.p.values())
+        assert entry["response"]["status"].split()[0] == ("200" if readable else "404"), (actor, ref, entry)
 
 
 def test_emergency_access_opens_only_the_record_it_names(dmp: Dmp, server: LiveServer) -> None:
@@ -258,6 +266,13 @@ def test_write_rules(dmp: Dmp, server: LiveServer) -> None:
         # rule 3: feeding needs no authorisation, even for a blocked professional
         fed = kept(blocked.post("DocumentReference", _document(adult, f"Practitioner/{dmp.dr['blocked']}")))
         assert fed.status_code == 201, fed.text
+        # a conditional create's criteria see what the caller sees: a hidden document does not match
+        hidden = next(r for r in dmp.resources if r.startswith("DocumentReference/")
+                      and r not in dmp.expected(actors["dr_none"], "DocumentReference", adult)
+                      and dmp.resources[r]["subject"]["reference"] == f"Patient/{adult}")
+        made = kept(stranger.post("DocumentReference", _document(adult, f"Practitioner/{dmp.dr['none']}"),
+                                  headers={"If-None-Exist": f"_id={hidden.split('/')[1]}"}))
+        assert made.status_code == 201 and made.json()["id"] != hidden.split("/")[1], made.text
         assert kept(stranger.post("DocumentReference", _document(adult, f"Practitioner/{dmp.dr['none']}"))
                     ).status_code == 201
         # rule 9: a closed record takes no new data
