@@ -114,11 +114,22 @@ class Store:
         self.compress_above = compress_above
         self.indexer = indexer
         self.blobs = Blobs(db)
+        self._secondary: bool | None = None
         self.transaction_timeout = 30.0  # seconds a pending transaction may take before recovery rolls it back
 
     # -- set-up ---------------------------------------------------------------------------------
 
+    @property
+    def secondary_indexes(self) -> bool:
+        """False on FerretDB's SQLite backend: it serves only ``_id`` equality from an index (its explain
+        shows a SCAN for every other filter), so other indexes would cost every write and serve no read."""
+        if self._secondary is None:
+            self._secondary = "ferretdbVersion" not in self.db.client.server_info()
+        return self._secondary
+
     def ensure_indexes(self) -> None:
+        if not self.secondary_indexes:
+            return
         for name, keys in HISTORY_INDEXES.items():
             self.history.create_index(keys, name=name)
         for rtype, fields in SEARCH_INDEXES.items():
@@ -126,6 +137,8 @@ class Store:
                 self.db[rtype].create_index([(field, ASCENDING)], name=field)
 
     def indexes_ready(self) -> bool:
+        if not self.secondary_indexes:
+            return True
         present = {index["name"] for index in self.history.list_indexes()}
         return set(HISTORY_INDEXES) <= present
 
