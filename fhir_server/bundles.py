@@ -113,7 +113,8 @@ class _at:
 def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], representation: bool,
                 replaced: list[str] | None = None) -> dict[str, Any]:
     """``replaced``: the DocumentReferences the bundle's documents replace (ITI-65), superseded with it."""
-    refs: dict[str, str] = {}  # fullUrl -> "Type/id" of what the entry became
+    refs = _Refs()  # fullUrl -> "Type/id" of what the entry became
+    _unique_full_urls(entries)
     requested = len(entries)
     writes: list[tuple[Entry, Write]] = []
     ordered = sorted(entries, key=lambda e: ORDER[e.method])
@@ -144,6 +145,22 @@ def transaction(svc: Services, ctx: RequestContext, entries: list[Entry], repres
             "entry": [_response(svc, ctx, e, written, representation) for e in entries[:requested]]}
 
 
+class _Refs(dict[str, str]):
+    """The fullUrls' targets, and the resources the transaction's deletes remove: deletes come first
+    (http.html#trules), so the conditional creates, updates and references after them must not find them."""
+
+    deleted: set[tuple[str, str]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted = set()
+
+
+def _matches(svc: Services, ctx: RequestContext, rtype: str, raw: str, refs: dict[str, str], limit: int = 1) -> list[str]:
+    gone = {rid for t, rid in getattr(refs, "deleted", ()) if t == rtype}
+    return [rid for rid in conditional.matches(svc, ctx, rtype, raw, limit + len(gone)) if rid not in gone]
+
+
 def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]) -> None:
     """Which resources the entry writes, resolving conditional URLs; new ids for creates."""
     parts = entry.path.split("/")
@@ -152,7 +169,7 @@ def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, st
         if len(parts) != 1 or entry.query:
             raise BadRequest("a POST entry's url is the resource type")
         criteria = entry.request.get("ifNoneExist")
-        found = conditional.matches(svc, ctx, rtype, criteria) if criteria else []
+        found = _matches(svc, ctx, rtype, criteria, refs) if criteria else []
         if found:
             entry.found = conditional.one(found, "ifNoneExist")
             targets = [(rtype, entry.found)]
@@ -163,11 +180,12 @@ def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, st
         if len(parts) != 1:
             raise BadRequest("a conditional url is [type]?criteria")
         limit = svc.config.max_count if entry.method == "DELETE" and svc.config.conditional_delete_multiple else 1
-        found = conditional.matches(svc, ctx, rtype, entry.query, limit)
+        found = _matches(svc, ctx, rtype, entry.query, refs, limit)
         if entry.method == "DELETE":
             if len(found) > limit:
                 raise PreconditionFailed(f"{len(found)} {rtype} resources match: conditional delete takes one at a time")
             targets = entry.targets = [(rtype, rid) for rid in found]
+            getattr(refs, "deleted", set()).update(targets)
         elif entry.method == "PUT":
             rid = conditional.target(found, entry.resource or {}) or str(uuid.uuid4())
             targets = entry.targets = [(rtype, rid)]
@@ -179,8 +197,22 @@ def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, st
         if len(parts) != 2:
             raise BadRequest(f"a {entry.method} entry's url is [type]/[id] or [type]?criteria")
         targets = entry.targets = [(rtype, check_id(parts[1]))]
+        if entry.method == "DELETE":
+            getattr(refs, "deleted", set()).update(targets)
     if entry.full_url and targets:
         refs[entry.full_url] = "/".join(targets[0])
+
+
+def _unique_full_urls(entries: list[Entry]) -> None:
+    """bdl-7: a fullUrl names one entry (or versions that differ); two would make its references ambiguous."""
+    seen: dict[tuple[str, Any], int] = {}
+    for entry in entries:
+        if entry.full_url and entry.resource is not None:
+            key = (entry.full_url, (entry.resource.get("meta") or {}).get("versionId"))
+            if key in seen:
+                with _at(entry.index, {"request": entry.request}):
+                    raise BadRequest(f"Bundle.entry[{seen[key]}] has the same fullUrl '{entry.full_url}' (bdl-7)")
+            seen[key] = entry.index
 
 
 def _no_duplicates(entries: list[Entry]) -> None:
@@ -200,14 +232,19 @@ def _plan(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]
     for rtype, rid in entry.targets:
         if entry.method == "DELETE":
             current = pipeline.check_delete(svc, ctx, rtype, rid, if_match)
+            if if_match is not None and current is not None and current.version != if_match:
+                raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
             entry.before[(rtype, rid)] = current
             if current is not None:
                 writes.append(Write(rtype, rid, None, "DELETE", if_match))
             continue
         resource = _rewrite(svc, ctx, entry.resource or {}, refs)
         if entry.method == "PATCH":
-            current = pipeline.read(svc, ctx, rtype, rid).version
-            assert current is not None and current.json is not None
+            # as PATCH [type]/[id] does: the caller must see it, and planning is no audited read
+            current = pipeline.visible_version(svc, ctx, rtype, rid)
+            assert current.json is not None
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
             body, content_type = _patch_document(resource)
             resource = mhd.patched(rtype, jsonio.loads(current.json), body, content_type)
             if_match = if_match or current.version
@@ -218,7 +255,11 @@ def _plan(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]
             entry.before[(rtype, rid)] = None
             writes.append(Write(rtype, rid, resource, "POST"))
         else:
-            entry.before[(rtype, rid)] = pipeline.check_update(svc, ctx, rtype, rid, {**resource, "id": rid})
+            if entry.method == "PUT" and resource.get("id") not in (None, rid):  # as PUT [type]/[id]: 400
+                raise BadRequest(f"the resource's id '{resource['id']}' is not the id in the url ({rid})")
+            entry.before[(rtype, rid)] = existing = pipeline.check_update(svc, ctx, rtype, rid, {**resource, "id": rid})
+            if if_match is not None and (existing is None or existing.version != if_match):
+                raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
             writes.append(Write(rtype, rid, {**resource, "id": rid}, "PUT", if_match))
     return writes
 
@@ -248,7 +289,10 @@ def _rewrite(svc: Services, ctx: RequestContext, value: Any, refs: dict[str, str
     """References to entries' fullUrls become the ids they were given, wherever they are (references,
     uri and url elements, the narrative's links); conditional references are resolved."""
     if isinstance(value, dict):
-        return {k: _rewrite(svc, ctx, v, refs, k) for k, v in value.items()}
+        # an Identifier's (or ContactPoint's) value is a string, not a link, even when it spells a fullUrl:
+        # a document's masterIdentifier "urn:uuid:..." must stay its unique id
+        return {k: v if k == "value" and "system" in value else _rewrite(svc, ctx, v, refs, k)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [_rewrite(svc, ctx, v, refs, key) for v in value]
     if not isinstance(value, str):
@@ -264,7 +308,7 @@ def _rewrite(svc: Services, ctx: RequestContext, value: Any, refs: dict[str, str
             raise BadRequest(f"the reference '{value}' names no entry of the bundle")
         if "?" in value and not value.startswith("#"):
             rtype, _, criteria = value.partition("?")
-            found = conditional.matches(svc, ctx, pipeline.check_type(rtype), criteria)
+            found = _matches(svc, ctx, pipeline.check_type(rtype), criteria, refs)
             if not found:
                 raise PreconditionFailed(f"the conditional reference '{value}' matches nothing")
             return f"{rtype}/{conditional.one(found, f'the conditional reference {value}')}"

@@ -84,8 +84,8 @@ def supersede(svc: Services, ctx: RequestContext, reference: str, index: int) ->
     from .bundles import Entry
 
     rtype, _, rid = reference.partition("/")
-    old = pipeline.read(svc, ctx, rtype, rid).version
-    assert old is not None and old.json is not None
+    old = pipeline.visible_version(svc, ctx, rtype, rid)  # not an audited read: nothing is returned
+    assert old.json is not None
     resource = jsonio.loads(old.json)
     if resource.get("status") != "current":
         raise Unprocessable(f"{reference} is '{resource.get('status')}': only a current document can be replaced")

@@ -114,6 +114,14 @@ def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) ->
     return Result(200, version.json, version)
 
 
+def visible_version(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Version:
+    """The current version of a resource the caller may see (404 / 410 otherwise), without the audit
+    of a read: for the writes that start from it (PATCH, a document's replacement)."""
+    check_type(rtype)
+    check_id(rid)
+    return _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+
+
 def _named(svc: Services, ctx: RequestContext, version: Version | None, what: str) -> Version:
     """``_visible`` for a resource the request names by id: its patients count as named (emergency)."""
     patients = patients_in(version.compartments or ()) if version is not None else []
@@ -317,7 +325,7 @@ def patch(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes,
     check_id(rid)
     access.require(ctx.who, "patch", rtype)
     for _ in range(10):
-        current = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+        current = visible_version(svc, ctx, rtype, rid)
         if if_match is not None and current.version != if_match:
             raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
         patched = mhd.patched(rtype, jsonio.loads(current.json or b"{}"), body, content_type)
