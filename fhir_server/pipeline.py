@@ -270,6 +270,8 @@ def check_delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_ma
 def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes, if_none_exist: str | None = None) -> Result:
     """https://hl7.org/fhir/R4/http.html#create: the server assigns the id. With ``If-None-Exist``
     (conditional create) nothing is created when the criteria match one resource already."""
+    check_type(rtype)
+    access.require(ctx.who, "create", rtype)  # a caller without the scope learns nothing about its body
     resource = parse_resource(body, svc.config.max_json_depth)
     check_create(svc, ctx, rtype, resource)
     if if_none_exist is None:
@@ -291,6 +293,8 @@ def _read_result(svc: Services, ctx: RequestContext, rtype: str, rid: str, statu
 
 def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes, if_match: int | None) -> Result:
     """https://hl7.org/fhir/R4/http.html#update, update as create included."""
+    check_type(rtype)
+    access.require(ctx.who, "update", rtype)
     resource = parse_resource(body, svc.config.max_json_depth)
     return _store_update(svc, ctx, rtype, rid, resource, if_match)
 
@@ -308,6 +312,7 @@ def conditional_update(svc: Services, ctx: RequestContext, rtype: str, criteria:
     """``PUT [type]?criteria`` (http.html#cond-update): no match creates (with the body's id, if it has
     one), one match updates it, several are a 412."""
     check_type(rtype)
+    access.require(ctx.who, "update", rtype)
     resource = parse_resource(body, svc.config.max_json_depth)
     with conditional.locked(svc.store, rtype, criteria):
         found = conditional.matches(svc, ctx, rtype, criteria)
