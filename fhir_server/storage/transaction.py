@@ -39,6 +39,12 @@ TRANSACTIONS = "transactions"
 PENDING, COMMITTED, DONE, ABORTED = "pending", "committed", "done", "aborted"
 MAX_ATTEMPTS = 50
 DONE_KEPT = timedelta(seconds=60)  # longer than any search, and than the clock skew between hosts
+# Operations per bulk write. FerretDB 1.24 keeps every statement's cursor of an update
+# command open until the command ends (a ``defer`` in a loop, handler/msg_update.go) and its SQLite
+# pool has 100 connections: a command of about 100 updates that match waits forever for a connection,
+# and the whole database with it (tests/storage/test_transaction_faults.py met it: 50 updates and 50
+# new resources roll forward with 100 history updates). MongoDB does not care.
+BULK_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ def _tag(store: Store, txid: str, entries: list[dict[str, Any]]) -> None:
                                    "compartments": []})
         by_type.setdefault(e["t"], []).append(UpdateOne({"_id": e["i"], "v": base}, change, upsert=base == 0))
     for rtype, ops in by_type.items():
-        store.db[rtype].bulk_write(ops, ordered=False)
+        _bulk(store.db[rtype], ops)
 
 
 def roll_forward(store: Store, record: dict[str, Any], entries: list[dict[str, Any]] | None = None,
@@ -126,9 +132,15 @@ def roll_forward(store: Store, record: dict[str, Any], entries: list[dict[str, A
     history_ops = [UpdateOne({"_id": e["_id"]}, {"$unset": {"tx": ""}}) for e in entries]
     history_ops += [UpdateOne({"_id": f"{e['t']}/{e['i']}/{e['v'] - 1}"}, {"$set": {"until": e["ts"]}})
                     for e in entries if e["v"] > 1]
-    if history_ops:
-        store.history.bulk_write(history_ops, ordered=False)
+    _bulk(store.history, history_ops)
     store.db[TRANSACTIONS].update_one({"_id": record["_id"]}, {"$set": {"state": DONE, "done": store.now()}})
+
+
+def _bulk(collection: Any, ops: list[UpdateOne]) -> None:
+    """Unordered bulk updates, ``BULK_BATCH`` at a time (each step is idempotent: a crash between two
+    batches leaves nothing the recovery does not finish or undo)."""
+    for start in range(0, len(ops), BULK_BATCH):
+        collection.bulk_write(ops[start:start + BULK_BATCH], ordered=False)
 
 
 def abort(store: Store, record: dict[str, Any], force: bool = False) -> bool:
