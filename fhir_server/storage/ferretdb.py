@@ -3,12 +3,14 @@
 Built once from the Go module proxy into a per-user cache, then started on a loopback port with its
 data under a directory of ours. Production uses MongoDB through ``FHIR_MONGODB_URI`` and starts nothing.
 
-The build applies two one-line changes (``PATCHES``) to FerretDB's SQLite backend. Unpatched, it looks
+The build applies small changes (``PATCHES``) to FerretDB. Unpatched, its SQLite backend looks
 documents up by ``_id`` with the path ``->'$._id'`` while its ``_id`` index is on ``->"_id"``, so SQLite
 cannot use the index and every lookup scans the whole table (97 ms instead of 4 ms for 1,500 documents
 of 20 KB, measured here); and it pushes ``_id`` down only when the filter has no other key (FerretDB's
 open issue 3235), so a compare-and-swap ``{_id, v}`` scans in Go. FerretDB re-applies the full
-filter to whatever the backend returns, so pushing ``_id`` down more often changes no result.
+filter to whatever the backend returns, so pushing ``_id`` down more often changes no result. And an
+update command of 100 statements or more (a transaction's roll-forward, storage/transaction.py) hung the
+whole server: see the third patch.
 """
 from __future__ import annotations
 
@@ -29,8 +31,15 @@ PATCHES = (
      "IDColumn = DefaultColumn + \"->'$._id'\"", "IDColumn = DefaultColumn + \"->'_id'\""),
     ("internal/backends/sqlite/collection.go",  # in Query and in Explain
      "if params.Filter.Len() == 1 {", "if params.Filter != nil && params.Filter.Len() >= 1 {"),
+    # an update command kept each statement's query open until the whole command ended (a `defer` in
+    # its loop): the 100th statement waited forever for one of the SQLite pool's 100 connections, and
+    # every client with it. Close each statement's query once it is done.
+    ("internal/handler/msg_update.go", "\t\tcloser := iterator.NewMultiCloser()\n\t\tdefer closer.Close()\n",
+     "\t\tcloser := iterator.NewMultiCloser()\n"),
+    ("internal/handler/msg_update.go", "\t\tresult, err := common.UpdateDocument(ctx, c, \"update\", iter, &u)\n",
+     "\t\tresult, err := common.UpdateDocument(ctx, c, \"update\", iter, &u)\n\t\tcloser.Close()\n"),
 )
-BUILD = "p1"  # bump when PATCHES change, so that an older build is not reused
+BUILD = "p2"  # bump when PATCHES change, so that an older build is not reused
 
 
 def _binary_path() -> Path:
