@@ -23,7 +23,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     from .http import cors, errors, oauth, routes
     from .http.negotiation import response_type
     from .pipeline import Services
-    from .storage import AuthStore, connect
+    from .storage import AuthStore, connect, sweep
 
     config = config or Config.load(**overrides)
     if not config.mongodb_uri:
@@ -34,11 +34,14 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
                       SESSION_COOKIE_NAME="fhir_auth_session")
     store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
     store.ensure_indexes()
+    store.transaction_timeout = float(config.transaction_timeout_seconds)
+    store.recover()  # transactions a crash left half-way: rolled back, or finished if they committed
+    sweep(store, config.transaction_sweep_seconds)
     consent = Settings(config.consent_treating_physician_sees_masked, config.consent_block_beats_emergency,
                        config.consent_hidden_from_patient_days, habilitation_grid(),
                        config.consent_allow_hidden_and_masked)
     app.extensions["fhir"] = Services(config, store, consent)
-    app.extensions["fhir-capability"] = routes.capability_statement()
+    app.extensions["fhir-capability"] = routes.capability_statement(config.conditional_delete_multiple)
     auth_store = AuthStore(store.db)
     auth_store.ensure_indexes()
     smart = app.extensions["fhir-smart"] = smart_server(auth_store, KeyRing(auth_store), oauth.fhir_base)
@@ -53,7 +56,8 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
 
     @fhir.before_request
     def negotiate() -> None:
-        response_type(request)  # 406 before any work
+        if not (request.method == "GET" and (request.view_args or {}).get("rtype") == "Binary"):
+            response_type(request)  # 406 before any work (a Binary may be read in its own type)
         if config.auth == "off":
             g.who = DEVELOPMENT
         elif request.endpoint != "fhir.metadata":  # the CapabilityStatement is public

@@ -19,8 +19,11 @@ APPEND_ONLY = {"AuditEvent"}  # never updated nor deleted (pipeline.py)
 
 
 def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
-          operations: dict[str, tuple[str, Iterable[str]]]) -> dict[str, Any]:
-    """``operations``: name -> (OperationDefinition canonical, levels it is served at)."""
+          operations: dict[str, tuple[str, Iterable[str]]], conditional: Iterable[str] = (),
+          delete_multiple: bool = False) -> dict[str, Any]:
+    """``operations``: name -> (OperationDefinition canonical, levels it is served at);
+    ``conditional``: the interactions also served for ``[type]?criteria``."""
+    conditional = set(conditional)
     type_interactions = list(type_interactions)
     referrers: dict[str, list[str]] = {}
     for source in sorted(RESOURCE_TYPES):
@@ -40,14 +43,15 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
             "interaction": [{"code": code} for code in type_interactions
-                            if not (rtype in APPEND_ONLY and code in ("update", "delete"))],
+                            if not (rtype in APPEND_ONLY and code in ("update", "patch", "delete"))],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": False,
+            "conditionalCreate": "create" in conditional,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": "update" in conditional and rtype not in APPEND_ONLY,
+            "conditionalDelete": "not-supported" if "delete" not in conditional or rtype in APPEND_ONLY
+            else "multiple" if delete_multiple else "single",
         }
         if "search-type" in type_interactions:
             params = params_for(rtype)

@@ -31,6 +31,17 @@ class Config:
     max_json_depth: int = 100
     default_count: int = 50
     max_count: int = 1000
+    # Bundles (https://hl7.org/fhir/R4/http.html#transaction): entries per batch or transaction, and the
+    # seconds a transaction may stay pending before recovery rolls it back (storage/transaction.py).
+    max_bundle_entries: int = 1000
+    transaction_timeout_seconds: int = 30
+    transaction_sweep_seconds: int = 30
+    # The largest document (a Binary's bytes, or a DocumentReference's inline attachment) taken.
+    max_document_bytes: int = 20 * 1024 * 1024
+    # ITI-67: a person's DocumentReference search names the patient (patient, subject, patient.identifier).
+    documents_search_needs_patient: bool = True
+    # DELETE [type]?criteria matching several resources: delete them all, or refuse with 412.
+    conditional_delete_multiple: bool = False
     # Signs paging cursors; random per process when unset (set it when running several workers).
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
     # Resources above this size are stored zlib-compressed: documents stay under MongoDB's 16 MB, and

@@ -15,7 +15,7 @@ from .consent.engine import MASKED, VISIBILITY_SYSTEMS
 from .consent.model import consent_rule
 from .context import RequestContext
 from .errors import BadRequest, Forbidden, NotFound
-from .pipeline import Result, Services, _audit_write, _writer
+from .pipeline import Result, Services, audit_write, writer
 from .resources import jsonio
 from .resources.parse import check_id, parse_resource
 from .resources.version import instant
@@ -91,14 +91,14 @@ def act(svc: Services, ctx: RequestContext, rid: str, action: str, body: bytes) 
 
 
 def _create(svc: Services, ctx: RequestContext, resource: dict[str, Any]) -> list[str]:
-    version = svc.store.create(resource["resourceType"], resource, _writer(ctx))
-    _audit_write(svc, ctx, "create", version)
+    version = svc.store.create(resource["resourceType"], resource, writer(ctx))
+    audit_write(svc, ctx, "create", version)
     return [f"{version.type}/{version.id}"]
 
 
 def _update(svc: Services, ctx: RequestContext, resource: dict[str, Any], current: Any) -> str:
-    version, _ = svc.store.update(resource["resourceType"], resource["id"], resource, current.version, _writer(ctx))
-    _audit_write(svc, ctx, "update", version, current)
+    version, _ = svc.store.update(resource["resourceType"], resource["id"], resource, current.version, writer(ctx))
+    audit_write(svc, ctx, "update", version, current)
     return f"{version.type}/{version.id}"
 
 

@@ -116,13 +116,29 @@ class Guard:
                 resource: Callable[[], dict[str, Any]], written_by: Callable[[], Sequence[str]] = tuple) -> bool:
         if not access.permits(self.who, rtype, letters, in_compartments, resource, self.ctx.base_url):
             return False
-        if not access_is_patient_data(rtype) or self.unrestricted:
+        if self.unrestricted:
+            return True
+        if rtype == "Binary":
+            return self._context_permits(resource())
+        if not access_is_patient_data(rtype):
             return True
         if self.who.kind == "system":
             return f"client/{self.who.client_id}" in written_by()
         compartments = in_compartments()
         return self.consent(patients_in(compartments)).permits(rtype, resource(), compartments)
 
+    def _context_permits(self, binary: dict[str, Any]) -> bool:
+        """A Binary with a ``securityContext`` (a document's bytes) is visible exactly when that
+        resource is: access is decided again at every retrieval (ITI-68)."""
+        reference = ((binary.get("securityContext") or {}).get("reference") or "").removeprefix(self.ctx.base_url + "/")
+        if not reference:
+            return True
+        rtype, _, rid = reference.partition("/")
+        context = self.store.read(rtype, rid) if rid and "/" not in rid else None
+        if context is None or context.deleted or context.json is None:
+            return False
+        return self.permits(rtype, "r", lambda: context.compartments or (),
+                            lambda: jsonio.loads(context.json or b"{}"), lambda: context.by)
 
     def history_clause(self, rtype: str | None, letters: str) -> Filter | None:
         """The same narrowing over ``history`` entries (``t`` type, ``c`` compartments, ``by`` writer),
@@ -160,6 +176,8 @@ class Guard:
                             lambda: jsonio.loads(stored_json(doc)), lambda: doc.get("by") or ())
 
     def exact(self, rtype: str) -> bool:
+        if rtype == "Binary":  # decided by each one's securityContext
+            return self.unrestricted
         if not self.narrowing:
             return not access_is_patient_data(rtype) or self.consent().unrestricted
         return self.who.kind == "system" or self.consent().exact(rtype)

@@ -27,7 +27,7 @@ from .resources.parse import check_id, parse_resource
 from .resources.schema import RESOURCE_TYPES
 from .resources.validation import resource_issues, validate
 from .resources.version import Version
-from . import searching
+from . import conditional, mhd, searching
 from .search.dates import parse_instant, parse_period
 from .search.index import index
 from .search.registry import compartments
@@ -155,11 +155,16 @@ def _notify_first_access(svc: Services, ctx: RequestContext, patients: list[str]
 
 def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
     patients = patients_in(version.compartments or ())
+    if version.type == "Binary" and version.json:  # a document's bytes: the document's patients
+        context = (jsonio.loads(version.json).get("securityContext") or {}).get("reference") or ""
+        rtype, _, rid = context.removeprefix(ctx.base_url + "/").partition("/")
+        found = svc.store.read(rtype, rid) if rtype in RESOURCE_TYPES and rid and "/" not in rid else None
+        patients = patients_in(found.compartments or ()) if found else []
     if patients:  # BALP PatientRead: reads of patient data
         _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
 
 
-def _audit_write(svc: Services, ctx: RequestContext, interaction: str, version: Version | None,
+def audit_write(svc: Services, ctx: RequestContext, interaction: str, version: Version | None,
                  before: Version | None = None) -> None:
     if version is None:
         return
@@ -167,14 +172,14 @@ def _audit_write(svc: Services, ctx: RequestContext, interaction: str, version: 
     _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
 
 
-def _writer(ctx: RequestContext) -> tuple[str, ...]:
+def writer(ctx: RequestContext) -> tuple[str, ...]:
     """Who writes, as stored beside each version: the client application and the user."""
     return tuple(w for w in (f"client/{ctx.who.client_id}", ctx.who.fhir_user) if w)
 
 
 def _may_change(guard: Guard, current: Version, letter: str) -> bool:
     """Updating or deleting needs the scopes, and either having written the resource or seeing it."""
-    mine = bool(set(_writer(guard.ctx)) & set(current.by)) and guard.who.kind != "development"
+    mine = bool(set(writer(guard.ctx)) & set(current.by)) and guard.who.kind != "development"
     if mine:
         return access.permits(guard.who, current.type, letter, lambda: current.compartments or (),
                               lambda: jsonio.loads(current.json or b"{}"), guard.ctx.base_url)
@@ -196,25 +201,23 @@ def _location(ctx: RequestContext, version: Version) -> str:
     return f"{ctx.base_url}/{version.type}/{version.id}/_history/{version.version}"
 
 
-def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes) -> Result:
-    """https://hl7.org/fhir/R4/http.html#create: the server assigns the id."""
+def check_create(svc: Services, ctx: RequestContext, rtype: str, resource: dict[str, Any]) -> None:
+    """Everything a create must pass before it is stored: validation, scopes, the DMP's write rules."""
     check_type(rtype)
     access.require(ctx.who, "create", rtype)
-    resource = parse_resource(body, svc.config.max_json_depth)
+    mhd.check_size(svc.config.max_document_bytes, rtype, resource)
     validate(resource, rtype)
     _may_write(ctx, rtype, "c", resource)
     svc.guard(ctx).check_write("create", rtype, resource, None)
-    version = svc.store.create(rtype, resource, _writer(ctx))
-    _audit_write(svc, ctx, "create", version)
-    return Result(201, version.json, version, _location(ctx, version))
 
 
-def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes, if_match: int | None) -> Result:
-    """https://hl7.org/fhir/R4/http.html#update, update as create included."""
+def check_update(svc: Services, ctx: RequestContext, rtype: str, rid: str, resource: dict[str, Any]
+                 ) -> Version | None:
+    """The checks of an update (or update as create); the version it replaces, if any."""
     check_type(rtype)
     check_id(rid)
     access.require(ctx.who, "update", rtype)
-    resource = parse_resource(body, svc.config.max_json_depth)
+    mhd.check_size(svc.config.max_document_bytes, rtype, resource)
     validate(resource, rtype, rid)
     _may_write(ctx, rtype, "u", resource)
     current = svc.store.read(rtype, rid)
@@ -225,31 +228,137 @@ def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes
     if existing is not None and not _may_change(guard, existing, "u"):
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
     guard.check_write("update", rtype, resource, jsonio.loads(existing.json) if existing and existing.json else None)
-    version, created = svc.store.update(rtype, rid, resource, if_match, _writer(ctx))
-    _audit_write(svc, ctx, "create" if created else "update", version, existing)
-    return Result(201 if created else 200, version.json, version, _location(ctx, version))
+    return existing
 
 
-def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: int | None) -> Result:
-    """https://hl7.org/fhir/R4/http.html#delete: logical, idempotent."""
+def check_delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: int | None
+                 ) -> Version | None:
+    """The checks of a delete; the version it deletes, or None when there is nothing (the caller may
+    see) to delete."""
     check_type(rtype)
     check_id(rid)
     _append_only(rtype)
     access.require(ctx.who, "delete", rtype)
     current = svc.store.read(rtype, rid)
     if current is None or current.deleted or not _may_change(svc.guard(ctx), current, "d"):
-        version = None  # what the caller may not see does not exist: nothing to delete
-        if if_match is not None:
+        if if_match is not None:  # what the caller may not see does not exist: nothing to delete
             raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
+        return None
+    old = jsonio.loads(current.json) if current.json else None
+    svc.guard(ctx).check_write("delete", rtype, None, old)
+    if rtype == "DocumentReference" and old is not None:
+        mhd.check_document_delete(ctx, old, current.by)
+    return current
+
+
+def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes, if_none_exist: str | None = None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#create: the server assigns the id. With ``If-None-Exist``
+    (conditional create) nothing is created when the criteria match one resource already."""
+    resource = parse_resource(body, svc.config.max_json_depth)
+    check_create(svc, ctx, rtype, resource)
+    if if_none_exist is None:
+        version = svc.store.create(rtype, resource, writer(ctx))
     else:
-        svc.guard(ctx).check_write("delete", rtype, None, jsonio.loads(current.json) if current.json else None)
-        version = svc.store.delete(rtype, rid, if_match, _writer(ctx))
-        _audit_write(svc, ctx, "delete", version, current)
-    if version is None:
-        text = f"{rtype}/{rid} does not exist or was already deleted: nothing to do"
-    else:
-        text = f"{rtype}/{rid} deleted (version {version.version})"
-    return Result(200, operation_outcome([Issue("informational", text, severity="information")]), version)
+        with conditional.locked(svc.store, rtype, if_none_exist):
+            found = conditional.matches(svc, ctx, rtype, if_none_exist)
+            if found:
+                return _read_result(svc, ctx, rtype, conditional.one(found, "If-None-Exist"), 200)
+            version = svc.store.create(rtype, resource, writer(ctx))
+    audit_write(svc, ctx, "create", version)
+    return Result(201, version.json, version, _location(ctx, version))
+
+
+def _read_result(svc: Services, ctx: RequestContext, rtype: str, rid: str, status: int) -> Result:
+    result = read(svc, ctx, rtype, rid)
+    return Result(status, result.body, result.version, _location(ctx, result.version) if result.version else None)
+
+
+def update(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes, if_match: int | None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#update, update as create included."""
+    resource = parse_resource(body, svc.config.max_json_depth)
+    return _store_update(svc, ctx, rtype, rid, resource, if_match)
+
+
+def _store_update(svc: Services, ctx: RequestContext, rtype: str, rid: str, resource: dict[str, Any],
+                  if_match: int | None) -> Result:
+    existing = check_update(svc, ctx, rtype, rid, resource)
+    version, created = svc.store.update(rtype, rid, resource, if_match, writer(ctx))
+    audit_write(svc, ctx, "create" if created else "update", version, existing)
+    return Result(201 if created else 200, version.json, version, _location(ctx, version))
+
+
+def conditional_update(svc: Services, ctx: RequestContext, rtype: str, criteria: str, body: bytes,
+                       if_match: int | None) -> Result:
+    """``PUT [type]?criteria`` (http.html#cond-update): no match creates (with the body's id, if it has
+    one), one match updates it, several are a 412."""
+    check_type(rtype)
+    resource = parse_resource(body, svc.config.max_json_depth)
+    with conditional.locked(svc.store, rtype, criteria):
+        found = conditional.matches(svc, ctx, rtype, criteria)
+        rid = conditional.target(found, resource)
+        if rid is None:
+            return create(svc, ctx, rtype, body)
+        return _store_update(svc, ctx, rtype, rid, {**resource, "id": rid}, if_match)
+
+
+def patch(svc: Services, ctx: RequestContext, rtype: str, rid: str, body: bytes, content_type: str,
+          if_match: int | None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#patch: JSON Patch or FHIRPath Patch, validated like any write.
+    Without ``If-Match`` the patch applies to the version it was computed from, or is computed again."""
+    check_type(rtype)
+    check_id(rid)
+    access.require(ctx.who, "patch", rtype)
+    for _ in range(10):
+        current = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+        if if_match is not None and current.version != if_match:
+            raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
+        patched = mhd.patched(rtype, jsonio.loads(current.json or b"{}"), body, content_type)
+        try:
+            return _store_update(svc, ctx, rtype, rid, patched, current.version)
+        except PreconditionFailed:
+            if if_match is not None:
+                raise
+    raise PreconditionFailed(f"{rtype}/{rid} keeps changing: patch it again")
+
+
+def conditional_patch(svc: Services, ctx: RequestContext, rtype: str, criteria: str, body: bytes, content_type: str,
+                      if_match: int | None) -> Result:
+    """``PATCH [type]?criteria``: the one match is patched (PDSm updates documents by identifier)."""
+    check_type(rtype)
+    found = conditional.matches(svc, ctx, rtype, criteria)
+    if not found:
+        raise NotFound(f"no {rtype} matches {criteria}")
+    return patch(svc, ctx, rtype, conditional.one(found, "conditional patch"), body, content_type, if_match)
+
+
+def delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_match: int | None) -> Result:
+    """https://hl7.org/fhir/R4/http.html#delete: logical, idempotent."""
+    current = check_delete(svc, ctx, rtype, rid, if_match)
+    version = None
+    if current is not None:
+        version = svc.store.delete(rtype, rid, if_match, writer(ctx))
+        audit_write(svc, ctx, "delete", version, current)
+    return Result(200, _deleted_outcome([f"{rtype}/{rid}"] if version else []), version)
+
+
+def conditional_delete(svc: Services, ctx: RequestContext, rtype: str, criteria: str) -> Result:
+    """``DELETE [type]?criteria`` (http.html#cond-delete): every match, or a 412 when several match
+    and the server is configured to delete one at a time."""
+    check_type(rtype)
+    found = conditional.matches(svc, ctx, rtype, criteria, svc.config.max_count)
+    if len(found) > 1 and not svc.config.conditional_delete_multiple:
+        raise PreconditionFailed(f"{len(found)} {rtype} resources match: conditional delete takes one at a time")
+    deleted = []
+    for rid in found:
+        result = delete(svc, ctx, rtype, rid, None)
+        if result.version is not None:
+            deleted.append(f"{rtype}/{rid}")
+    return Result(200, _deleted_outcome(deleted))
+
+
+def _deleted_outcome(deleted: list[str]) -> dict[str, Any]:
+    text = f"deleted: {', '.join(deleted)}" if deleted else "nothing to delete: no such resource, or already deleted"
+    return operation_outcome([Issue("informational", text, severity="information")])
 
 
 def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: str | None = None,
@@ -269,7 +378,7 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
     query = svc.store.history_query(rtype, rid, since, at, guard.history_clause(rtype, letters) if rid is None else None)
     cursor = params.get("_cursor")
     after = tuple(decode_cursor(svc.config.secret, cursor)) if cursor else None
-    versions, next_keyset = svc.store.history_page(query, count, after)
+    versions, next_keyset = svc.store.consistent(lambda: svc.store.history_page(query, count, after))
     versions = [v for v in versions if _permitted(guard, v, letters)]
     appended = False
     if rid is not None and not versions and after is None:
@@ -322,10 +431,12 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
         allowed = compartments()[compartment[0]]
         if types[0] != compartment[0] and types[0] not in allowed:
             raise NotFound(f"{types[0]} resources are not in the {compartment[0]} compartment")
+    if types == ["DocumentReference"] and compartment is None and svc.config.documents_search_needs_patient:
+        mhd.check_document_search(ctx.who.kind, params)
     targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(types, params)
-    body, patients = searching.run(svc.store, svc.config, ctx.base_url, path, tuple(types), params,
-                                   strict=ctx.handling == "strict", compartment=compartment,
-                                   policy=svc.guard(ctx, targets))
+    body, patients = svc.store.consistent(lambda: searching.run(
+        svc.store, svc.config, ctx.base_url, path, tuple(types), params, strict=ctx.handling == "strict",
+        compartment=compartment, policy=svc.guard(ctx, targets)))
     _audit(svc, ctx, "search", patients, query=f"{path}?{urlencode(params)}")
     return Result(200, body)
 
@@ -358,8 +469,9 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
             search_params.append(("_lastUpdated", f"ge{value}"))
         elif name in ("_count", "_cursor", "_type"):
             search_params.append((name, value))
-    body, patients = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types),
-                                   search_params, compartment=("Patient", rid), policy=guard)
+    body, patients = svc.store.consistent(lambda: searching.run(
+        svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types), search_params,
+        compartment=("Patient", rid), policy=guard))
     _audit(svc, ctx, "search", patients | {rid}, query=f"Patient/{rid}/$everything?{urlencode(params)}")
     return Result(200, body)
 

@@ -29,6 +29,13 @@ def _exercise(fhir: Fhir, rtype: str, interactions: set[str]) -> None:
         assert fhir.put(f"{rtype}/{rid}", {**body, "id": rid}).status_code == 200
     else:  # append-only (AuditEvent): one version, the one created
         rid, versions = created.json()["id"], 1
+    if "patch" in interactions:
+        tag = [{"op": "add", "path": "/meta/tag", "value": [{"system": "urn:test", "code": "patched"}]}]
+        patched = fhir.request("PATCH", f"{rtype}/{rid}", json.dumps(tag),
+                               headers={"Content-Type": "application/json-patch+json"})
+        assert patched.status_code == 200, (rtype, patched.text)
+        assert patched.json()["meta"]["tag"] == tag[0]["value"]
+        versions += 1
     if "read" in interactions:
         assert fhir.get(f"{rtype}/{rid}").status_code == 200
     if "vread" in interactions:
@@ -63,9 +70,17 @@ def test_every_advertised_interaction_works(fhir: Fhir) -> None:
         assert resource["versioning"] == "versioned-update"
         _exercise(fhir, resource["type"], interactions)
         exercised |= interactions
-    assert exercised == {"read", "vread", "update", "delete", "history-instance", "history-type", "create",
+    assert exercised == {"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                          "search-type"}
-    assert {i["code"] for i in rest["interaction"]} == {"history-system", "search-system"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system", "search-system"}
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0c6d3ab5-5e0e-4c4a-9f3b-cap000000001", "resource": {"resourceType": "Patient"},
+         "request": {"method": "POST", "url": "Patient"}}]}
+    done = fhir.post("", transaction).json()
+    assert done["type"] == "transaction-response" and done["entry"][0]["response"]["status"] == "201 Created"
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": done["entry"][0]["response"]["location"]}}]}
+    assert fhir.post("", batch).json()["entry"][0]["response"]["status"] == "200 OK"
     assert fhir.get("_history", params={"_count": "1"}).json()["type"] == "history"
     assert fhir.get("", params={"_type": "Patient", "_count": "1"}).json()["type"] == "searchset"
 

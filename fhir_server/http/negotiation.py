@@ -5,6 +5,7 @@ JSON only for now: ``application/fhir+json`` (the default), ``application/json``
 """
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from flask import Request, Response
@@ -39,6 +40,31 @@ def response_type(request: Request) -> str:
         if mime == "application/json":
             return "application/json"
     raise NotAcceptable(f"cannot answer in {request.headers.get('Accept')}: this server speaks JSON")
+
+
+def binary_native(request: Request, stored: Any) -> str | None:
+    """The content type to send a Binary's bytes in, raw (https://hl7.org/fhir/R4/binary.html#rest), or
+    None for the FHIR resource: a client that asks for something other than FHIR JSON (``Accept:
+    application/pdf``) gets the bytes; ``_format``, FHIR types, ``*/*`` and no Accept get the resource."""
+    accept = request.accept_mimetypes
+    if "_format" in request.args or not accept.provided:
+        return None
+    wanted = [m for m, q in accept if q > 0]
+    if not wanted or any(m in _ACCEPT_ANY or m in JSON_TYPES for m in wanted):
+        return None
+    content_type = (jsonio.loads(stored).get("contentType") if isinstance(stored, bytes) else None) or \
+        "application/octet-stream"
+    return content_type
+
+
+def binary_body(request: Request) -> bytes:
+    """A Binary create: FHIR JSON, or the raw bytes with their own content type, made into a Binary."""
+    mime = (request.mimetype or "").lower()
+    if mime in JSON_TYPES or not mime:
+        return require_json_body(request)
+    data = request.get_data(cache=False)
+    return jsonio.dumps({"resourceType": "Binary", "contentType": request.content_type,
+                         "data": base64.b64encode(data).decode("ascii")})
 
 
 def require_json_body(request: Request) -> bytes:

@@ -21,18 +21,25 @@ class Route:
     rule: str
     method: str
     view: Callable[..., object]
+    conditional: bool = False  # served for [type]?criteria too (http.html#cond-update)
 
 
 ROUTES: tuple[Route, ...] = (
     Route("read", "type", "/<rtype>/<rid>", "GET", views.read),
     Route("vread", "type", "/<rtype>/<rid>/_history/<vid>", "GET", views.vread),
     Route("update", "type", "/<rtype>/<rid>", "PUT", views.update),
+    Route("update", "type", "/<rtype>", "PUT", views.conditional_update, conditional=True),
+    Route("patch", "type", "/<rtype>/<rid>", "PATCH", views.patch),
+    Route("patch", "type", "/<rtype>", "PATCH", views.conditional_patch, conditional=True),
     Route("delete", "type", "/<rtype>/<rid>", "DELETE", views.delete),
+    Route("delete", "type", "/<rtype>", "DELETE", views.conditional_delete, conditional=True),
     Route("history-instance", "type", "/<rtype>/<rid>/_history", "GET", views.history_instance),
     Route("history-type", "type", "/<rtype>/_history", "GET", views.history_type),
-    Route("create", "type", "/<rtype>", "POST", views.create),
+    Route("create", "type", "/<rtype>", "POST", views.create, conditional=True),  # If-None-Exist
     Route("search-type", "type", "/<rtype>", "GET", views.search_type),
     Route("search-type", "type", "/<rtype>/_search", "POST", views.search_type),
+    Route("transaction", "system", "", "POST", views.bundle),
+    Route("batch", "system", "", "POST", views.bundle),
     Route("history-system", "system", "/_history", "GET", views.history_system),
     Route("search-system", "system", "", "GET", views.search_system),
     Route("search-system", "system", "/_search", "POST", views.search_system),
@@ -63,19 +70,24 @@ OPERATIONS.update({
     for action in controls.ACTIONS})
 
 
-def capability_statement() -> dict[str, object]:
+def capability_statement(delete_multiple: bool = False) -> dict[str, object]:
     return capability.build(
         list(dict.fromkeys(r.interaction for r in ROUTES if r.level == "type")),
         list(dict.fromkeys(r.interaction for r in ROUTES if r.level == "system")),
         {name: (canonical, [level for level, _, _ in rules]) for name, (canonical, rules) in OPERATIONS.items()},
+        {r.interaction for r in ROUTES if r.conditional}, delete_multiple,
     )
 
 
 def blueprint() -> Blueprint:
     bp = Blueprint("fhir", __name__)
     bp.add_url_rule("/metadata", "metadata", views.metadata, methods=["GET"])
+    served = set()
     for route in ROUTES:
-        bp.add_url_rule(route.rule, f"{route.interaction}-{route.method}", route.view, methods=[route.method])
+        if (route.rule, route.method) not in served:  # batch and transaction share POST [base]
+            served.add((route.rule, route.method))
+            bp.add_url_rule(route.rule, f"{route.interaction}-{route.method}-{len(served)}", route.view,
+                            methods=[route.method])
     bp.add_url_rule(COMPARTMENT_RULE, "search-compartment", views.search_compartment, methods=["GET"])
     for name, (_, rules) in OPERATIONS.items():
         for level, rule, view in rules:

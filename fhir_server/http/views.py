@@ -5,15 +5,18 @@ No business logic, no database and no policy here (ARCHITECTURE.md rule 2).
 from __future__ import annotations
 
 from collections.abc import Callable
+import base64
 from typing import Any
 
 from flask import Response, current_app, g, request
+from werkzeug.http import http_date
 
-from .. import controls, pipeline
+from .. import bundles, controls, pipeline
 from .. import capability
 from ..context import DEVELOPMENT, RequestContext
 from ..errors import BadRequest, Issue, UnsupportedMediaType, operation_outcome
 from ..resources import jsonio
+from ..resources.version import Version
 from ..resources.elements import select_elements, summarize
 from . import negotiation
 
@@ -54,7 +57,29 @@ def _read_response(result: pipeline.Result) -> Response:
     assert result.version is not None
     if negotiation.not_modified(request, result.version):
         return negotiation.render(None, request, 304, result.version)
+    if result.version.type == "Binary":
+        content_type = negotiation.binary_native(request, result.body)
+        if content_type is not None:  # ITI-68: the document's bytes as they are
+            return _raw_binary(result.version, content_type)
+        return negotiation.render(_subset(_services().store.binary_json(result.version)), request, 200, result.version)
     return negotiation.render(_subset(result.body), request, 200, result.version)
+
+
+def _raw_binary(version: Version, content_type: str) -> Response:
+    """The bytes streamed (a large document never sits whole in memory), with headers that stop a
+    browser from running them as this site's content."""
+    store = _services().store
+    if version.blob is not None:
+        size = store.blobs.size(version.blob) or 0
+        body: Any = store.blobs.stream(version.blob)
+    else:
+        data = base64.b64decode(jsonio.loads(version.json or b"{}").get("data") or "")
+        size, body = len(data), [data]
+    response = Response(body, status=200, content_type=content_type)
+    response.headers.update({"Content-Length": str(size), "ETag": version.etag,
+                             "Last-Modified": http_date(version.last_updated), "X-Content-Type-Options": "nosniff",
+                             "Content-Security-Policy": "sandbox; default-src 'none'"})
+    return response
 
 
 def _write_response(result: pipeline.Result, ctx: RequestContext) -> Response:
@@ -89,8 +114,49 @@ def vread(rtype: str, rid: str, vid: str) -> Response:
 
 def create(rtype: str) -> Response:
     ctx = _context()
+    body = negotiation.binary_body(request) if rtype == "Binary" else negotiation.require_json_body(request)
+    if_none_exist = request.headers.get("If-None-Exist")
+    return _write_response(pipeline.create(_services(), ctx, rtype, body, if_none_exist), ctx)
+
+
+def _criteria() -> str:
+    criteria = request.query_string.decode("utf-8", "replace")
+    if not criteria:
+        raise BadRequest(f"{request.method} [type] needs search criteria: {request.method} [type]?criteria")
+    return criteria
+
+
+def conditional_update(rtype: str) -> Response:
+    ctx = _context()
     body = negotiation.require_json_body(request)
-    return _write_response(pipeline.create(_services(), ctx, rtype, body), ctx)
+    return _write_response(pipeline.conditional_update(_services(), ctx, rtype, _criteria(), body, _if_match()), ctx)
+
+
+def conditional_delete(rtype: str) -> Response:
+    result = pipeline.conditional_delete(_services(), _context(), rtype, _criteria())
+    return negotiation.render(result.body, request, result.status)
+
+
+def patch(rtype: str, rid: str) -> Response:
+    ctx = _context()
+    result = pipeline.patch(_services(), ctx, rtype, rid, request.get_data(cache=False), request.mimetype or "",
+                            _if_match())
+    return _write_response(result, ctx)
+
+
+def conditional_patch(rtype: str) -> Response:
+    ctx = _context()
+    result = pipeline.conditional_patch(_services(), ctx, rtype, _criteria(), request.get_data(cache=False),
+                                        request.mimetype or "", _if_match())
+    return _write_response(result, ctx)
+
+
+def bundle() -> Response:
+    """``POST [base]``: a batch or a transaction."""
+    ctx = _context()
+    representation = negotiation.prefer(request, "return", ("minimal", "representation"), "") == "representation"
+    result = bundles.process(_services(), ctx, negotiation.require_json_body(request), representation)
+    return negotiation.render(result.body, request, result.status)
 
 
 def update(rtype: str, rid: str) -> Response:

@@ -25,6 +25,7 @@ class Version:
     # those of the version it deleted, so access rules still apply to it.
     compartments: tuple[str, ...] | None = None
     by: tuple[str, ...] = ()  # who wrote it: "client/<client id>" and the user's fhirUser
+    blob: str | None = None  # a Binary's bytes kept apart (storage/blobs.py): their SHA-256; ``json`` lacks ``data``
 
     @property
     def last_updated_instant(self) -> str:

@@ -16,22 +16,35 @@ resource rolls it forward (``_roll_forward``), so the state always converges to 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import random
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 import time
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..errors import Conflict, PreconditionFailed
+from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnavailable
 from ..resources.jsonio import dumps
 from ..resources.version import Version, instant
+from . import transaction
+from .blobs import Blobs
+from .transaction import COMMITTED, DONE, Write
+
+T = TypeVar("T")
+COMMITTED_STATES = (COMMITTED, DONE)
+CONSISTENT_ATTEMPTS = 20
+LOCK_STALE_SECONDS = 30.0
+# A Binary whose base64 data is longer is stored in chunks (storage/blobs.py), not in its document.
+INLINE_BINARY_CHARS = 64 << 10
 
 HISTORY = "history"
 HISTORY_INDEXES = {
@@ -71,7 +84,7 @@ ORPHAN_GRACE_SECONDS = 2.0
 MAX_WRITE_ATTEMPTS = 200
 
 
-def _now() -> datetime:
+def now() -> datetime:
     ts = datetime.now(UTC)
     return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
 
@@ -93,11 +106,15 @@ Indexer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Store:
+    now = staticmethod(now)
+
     def __init__(self, db: Database[Any], compress_above: int = 8 << 10, indexer: Indexer | None = None) -> None:
         self.db = db
         self.history = db[HISTORY]
         self.compress_above = compress_above
         self.indexer = indexer
+        self.blobs = Blobs(db)
+        self.transaction_timeout = 30.0  # seconds a pending transaction may take before recovery rolls it back
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -117,13 +134,20 @@ class Store:
     def read(self, rtype: str, rid: str) -> Version | None:
         """The current version (possibly a deletion), or None if the resource never existed."""
         doc = self.db[rtype].find_one({"_id": rid})
-        if doc is None:
+        if doc is not None and "tx" in doc and transaction.state(self, doc["tx"]) in COMMITTED_STATES:
+            entry = self.history.find_one({"_id": f"{rtype}/{rid}/{doc['v'] + 1}"})
+            if entry is not None:  # committed, not rolled forward yet: the new version is the one
+                return self._history_version(entry)
+        if doc is None or doc["v"] == 0:  # v 0: the placeholder of a resource a transaction creates
             return None
         return Version(rtype, rid, doc["v"], doc["ts"], doc.get("d", False), _unpack(doc),
-                       compartments=tuple(doc.get("compartments") or ()), by=tuple(doc.get("by") or ()))
+                       compartments=tuple(doc.get("compartments") or ()), by=tuple(doc.get("by") or ()),
+                       blob=doc.get("blob"))
 
     def vread(self, rtype: str, rid: str, version: int) -> Version | None:
         doc = self.history.find_one({"_id": f"{rtype}/{rid}/{version}"})
+        if doc is not None and "tx" in doc and transaction.state(self, doc["tx"]) not in COMMITTED_STATES:
+            return None  # claimed by a transaction that has not committed
         if doc is None:  # an appended record (``append``) has its only version in the current collection
             current = self.read(rtype, rid)
             return current if current is not None and current.version == version else None
@@ -133,7 +157,7 @@ class Store:
     def _history_version(doc: dict[str, Any]) -> Version:
         compartments = tuple(doc["c"]) if "c" in doc else None
         return Version(doc["t"], doc["i"], doc["v"], doc["ts"], doc["m"] == "DELETE", _unpack(doc), doc["m"],
-                       compartments, tuple(doc.get("by") or ()))
+                       compartments, tuple(doc.get("by") or ()), doc.get("blob"))
 
     def history_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
                      ) -> tuple[list[Version], tuple[Any, ...] | None]:
@@ -166,7 +190,7 @@ class Store:
                       ) -> dict[str, Any]:
         """The filter for ``_history`` at system, type or instance level with ``_since`` / ``_at``,
         and the caller's ``access`` clause over history entries (``t``, ``c`` compartments, ``by``)."""
-        query: dict[str, Any] = {}
+        query: dict[str, Any] = {"tx": {"$exists": False}}  # not versions of uncommitted transactions
         if rtype:
             query["t"] = rtype
         if rid:
@@ -179,9 +203,7 @@ class Store:
             end = _ceil_ms(end)
             # current at some point of [start, end): written before its end, superseded after its start
             clauses += [{"ts": {"$lt": end}}, {"$or": [{"until": None}, {"until": {"$gt": start}}]}]
-        if clauses:
-            query = {"$and": [query, *clauses]} if query else {"$and": clauses}
-        return query
+        return {"$and": [query, *clauses]} if clauses else query
 
     def find_current(self, rtype: str, query: dict[str, Any], projection: dict[str, int]
                      ) -> Iterator[dict[str, Any]]:
@@ -233,7 +255,7 @@ class Store:
     def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
                method: str, by: Sequence[str] = ()) -> tuple[Version, bool]:
         current_coll = self.db[rtype]
-        search = self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
+        search = self.search_of(rtype, rid, resource)
         for attempt in range(MAX_WRITE_ATTEMPTS):
             # a create's id is new: nothing to read (a clash would surface as a duplicate version)
             current = None if method == "POST" else current_coll.find_one({"_id": rid},
@@ -243,30 +265,88 @@ class Store:
                 search = {"compartments": (current or {}).get("compartments") or []}
             if if_match is not None and (current is None or current.get("d") or base != if_match):
                 raise PreconditionFailed(f"{rtype}/{rid} is not at version {if_match}")
-            ts = _now()
-            version = base + 1
-            body = None if resource is None else self._stamp(resource, rid, version, ts)
-            entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts,
-                     "m": method, "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
+            entry = self.history_entry(rtype, rid, base + 1, now(), method, resource, search, by)
             try:
                 self.history.insert_one(entry)  # the commit point
             except DuplicateKeyError:
                 if if_match is not None:
                     raise PreconditionFailed(f"{rtype}/{rid} was updated concurrently") from None
-                self._wait_or_roll_forward(rtype, rid, base, attempt)
+                self.wait_for_claim(rtype, rid, base, attempt)
                 continue
-            self._advance_current(rtype, rid, base, entry, search)
+            self.advance_current(rtype, rid, base, entry, search)
             if base:  # by _id, the one lookup every MongoDB-compatible server serves from an index
-                self.history.update_one({"_id": f"{rtype}/{rid}/{base}"}, {"$set": {"until": ts}})
+                self.history.update_one({"_id": f"{rtype}/{rid}/{base}"}, {"$set": {"until": entry["ts"]}})
             created = current is None or bool(current.get("d"))
-            return Version(rtype, rid, version, ts, resource is None, body, method,
-                           tuple(search.get("compartments") or ()), tuple(by)), created
+            return self.version_of(entry), created
         raise Conflict(f"{rtype}/{rid}: too many concurrent writers, try again")
+
+    def commit(self, writes: Sequence[Write], by: Sequence[str] = ()) -> list[Version]:
+        """Store all of ``writes`` or none of them, and no reader ever sees part of them
+        (storage/transaction.py)."""
+        return transaction.commit(self, writes, by, self.transaction_timeout)
+
+    def consistent(self, run: Callable[[], T]) -> T:
+        """``run`` (a search) on a state no transaction is half-way through: run again when one
+        committed meanwhile."""
+        for attempt in range(CONSISTENT_ATTEMPTS):
+            seen = transaction.settled(self)
+            result = run()
+            if not transaction.committed_since(self, seen):
+                return result
+            time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
+        raise ServiceUnavailable("transactions keep committing under this search; try again")
+
+    def recover(self) -> int:
+        return transaction.recover(self, self.transaction_timeout)
+
+    def search_of(self, rtype: str, rid: str, resource: dict[str, Any] | None) -> dict[str, Any]:
+        """The search index stored beside a version (search/index.py)."""
+        return self.indexer({**resource, "id": rid}) if resource is not None and self.indexer else {}
+
+    def search_of_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        body = _unpack(entry)
+        return self.indexer(orjson.loads(body)) if body is not None and self.indexer else \
+            {"compartments": entry.get("c") or []}
+
+    def history_entry(self, rtype: str, rid: str, version: int, ts: datetime, method: str,
+                      resource: dict[str, Any] | None, search: dict[str, Any], by: Sequence[str],
+                      txid: str | None = None) -> dict[str, Any]:
+        blob = None
+        if rtype == "Binary" and resource is not None and len(resource.get("data") or "") > INLINE_BINARY_CHARS:
+            blob, resource = self._keep_apart(resource)
+        body = None if resource is None else self._stamp(resource, rid, version, ts)
+        entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts, "m": method,
+                 "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
+        if blob:
+            entry["blob"] = blob
+        if txid:
+            entry["tx"] = txid
+        return entry
+
+    def _keep_apart(self, binary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Large document bytes go to the blob store (before the version that names them)."""
+        try:
+            data = base64.b64decode(binary["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidResource("Binary.data is not valid base64") from None
+        sha, _ = self.blobs.put(data)
+        return sha, {k: v for k, v in binary.items() if k != "data"}
+
+    def binary_json(self, version: Version) -> bytes | None:
+        """A Binary as FHIR JSON, its data put back from the blob store."""
+        if version.blob is None or version.json is None:
+            return version.json
+        resource = orjson.loads(version.json)
+        resource["data"] = base64.b64encode(self.blobs.read(version.blob)).decode("ascii")
+        return dumps(resource)
+
+    def version_of(self, entry: dict[str, Any]) -> Version:
+        return self._history_version(entry)
 
     def first(self, key: str) -> bool:
         """True for the one caller that marks ``key`` first (a unique insert into ``markers``)."""
         try:
-            self.db["markers"].insert_one({"_id": key, "ts": _now()})
+            self.db["markers"].insert_one({"_id": key, "ts": now()})
             return True
         except DuplicateKeyError:
             return False
@@ -274,13 +354,32 @@ class Store:
     def forget(self, key: str) -> None:
         self.db["markers"].delete_one({"_id": key})
 
+    @contextmanager
+    def lock(self, key: str, wait: float = 10.0) -> Iterator[None]:
+        """Hold ``key`` against every other worker and host (a marker): conditional creates with the
+        same criteria take turns, so only the first creates. A holder that died loses it after
+        ``LOCK_STALE_SECONDS``."""
+        marker, deadline = f"lock|{key}", time.monotonic() + wait
+        while not self.first(marker):
+            held = self.db["markers"].find_one({"_id": marker})
+            if held is not None and (now() - held["ts"]).total_seconds() > LOCK_STALE_SECONDS:
+                self.db["markers"].delete_one({"_id": marker, "ts": held["ts"]})
+            elif time.monotonic() > deadline:
+                raise Conflict(f"busy with the same conditional operation: {key}; try again")
+            else:
+                time.sleep(random.uniform(0.002, 0.01))
+        try:
+            yield
+        finally:
+            self.forget(marker)
+
     def append(self, rtype: str, resources: list[dict[str, Any]], by: Sequence[str] = ()) -> list[Version]:
         """Store new records that are never changed (AuditEvents, notices): one bulk insert into the
         current collection, which holds their only version (``vread`` finds it there); they stay out
         of the ``history`` feed, which they would otherwise swamp."""
         if not resources:
             return []
-        ts = _now()
+        ts = now()
         docs, versions = [], []
         for resource in resources:
             rid = str(uuid.uuid4())
@@ -309,39 +408,36 @@ class Store:
             return {"json": zlib.compress(body, 1), "z": True}
         return {"json": body}
 
-    def _advance_current(self, rtype: str, rid: str, base: int, entry: dict[str, Any],
+    def advance_current(self, rtype: str, rid: str, base: int, entry: dict[str, Any],
                          search: dict[str, Any]) -> None:
         """Compare-and-swap the current document from ``base`` to the version in ``entry``, with the
         search index of that version (search/index.py) beside it."""
         coll = self.db[rtype]
         doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
                "by": entry.get("by") or [], "search": {}, "sortkey": {}, "compartments": [], **search}
-        if entry.get("z"):
-            doc["z"] = True
-        if base == 0:
-            try:
-                coll.insert_one({"_id": rid, **doc})
-            except DuplicateKeyError:
-                pass  # another writer rolled our committed version forward already
-            return
-        change: dict[str, Any] = {"$set": doc}
-        if "z" not in doc:
-            change["$unset"] = {"z": ""}
-        coll.update_one({"_id": rid, "v": base}, change)
+        for flag in ("z", "blob"):
+            if entry.get(flag):
+                doc[flag] = entry[flag]
+        unset = {"tx": "", **{flag: "" for flag in ("z", "blob") if flag not in doc}}
+        change: dict[str, Any] = {"$set": doc, "$unset": unset}
+        try:  # a first version replaces a transaction's placeholder (v 0), if there is one
+            coll.update_one({"_id": rid, "v": base}, change, upsert=base == 0)
+        except DuplicateKeyError:
+            pass  # another writer rolled our committed version forward already
 
-    def _wait_or_roll_forward(self, rtype: str, rid: str, base: int, attempt: int) -> None:
+    def wait_for_claim(self, rtype: str, rid: str, base: int, attempt: int) -> None:
         """Version ``base + 1`` is claimed: wait for its writer, or finish its work if it died."""
         claimed = self.history.find_one({"_id": f"{rtype}/{rid}/{base + 1}"})
         if claimed is None:
             return
+        if "tx" in claimed:
+            transaction.resolve(self, claimed, self.transaction_timeout, attempt)
+            return
         current = self.db[rtype].find_one({"_id": rid}, {"v": 1})
         if (current["v"] if current else 0) > base:
             return  # it landed meanwhile
-        age = (_now() - claimed["ts"]).total_seconds()
+        age = (now() - claimed["ts"]).total_seconds()
         if age > ORPHAN_GRACE_SECONDS:
-            body = _unpack(claimed)
-            search = self.indexer(orjson.loads(body)) if body is not None and self.indexer else \
-                {"compartments": claimed.get("c") or []}
-            self._advance_current(rtype, rid, base, claimed, search)
+            self.advance_current(rtype, rid, base, claimed, self.search_of_entry(claimed))
             return
         time.sleep(random.uniform(0.001, 0.004) * min(attempt + 1, 10))

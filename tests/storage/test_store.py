@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fhir_server.storage import Store
-from fhir_server.storage.store import _now
+from fhir_server.storage.store import now
 
 
 @pytest.fixture()
@@ -25,7 +25,7 @@ def test_a_version_claimed_by_a_dead_writer_is_rolled_forward(store: Store) -> N
     # A writer claimed version 2 in history, then died before moving the current document.
     orphan = {"resourceType": "Patient", "id": "p1", "meta": {"versionId": "2"}, "gender": "male"}
     store.history.insert_one({"_id": "Patient/p1/2", "t": "Patient", "i": "p1", "v": 2,
-                              "ts": _now() - timedelta(seconds=10), "m": "PUT", "json": orjson.dumps(orphan)})
+                              "ts": now() - timedelta(seconds=10), "m": "PUT", "json": orjson.dumps(orphan)})
     version, _ = store.update("Patient", "p1", {"resourceType": "Patient", "id": "p1", "gender": "female"})
     assert version.version == 3
     assert store.read("Patient", "p1").version == 3  # type: ignore[union-attr]
