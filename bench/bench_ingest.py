@@ -393,7 +393,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="unrecorded bundles per side first (default 2)")
     parser.add_argument("--sides", default=",".join(SIDES), help="server, baseline or both (default both)")
     parser.add_argument("--practitioners", type=int, default=50, help="Practitioners the records refer to (default 50)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for one bundle (default 600)")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for one bundle (default 180)")
     parser.add_argument("--seed", type=int, default=20240601)
     add_stack_arguments(parser)
     args = parser.parse_args(argv)
