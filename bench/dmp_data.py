@@ -146,6 +146,32 @@ def _quantity(rng: random.Random, row: tuple[Any, ...]) -> tuple[dict[str, Any],
     return {"value": value, "unit": unit, "system": UCUM, "code": ucum}, flag
 
 
+def _observation(rng: random.Random, row: tuple[Any, ...], pid: str, effective: datetime, doctor: str,
+                 eid: str | None) -> tuple[dict[str, Any], Fact]:
+    """A lab result (or vital sign) of ``row`` (see LAB) for Patient ``pid``, from Encounter ``eid`` if any."""
+    quantity, flag = _quantity(rng, row)
+    oid = new_id(rng)
+    low, high = row[4], row[5]
+    observation = {
+        "resourceType": "Observation", "id": oid, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "vital-signs" if row[0] in ("8480-6", "29463-7") else "laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": row[0], "display": row[1]}], "text": row[1]},
+        "subject": _ref("Patient", pid), **({"encounter": _ref("Encounter", eid)} if eid else {}),
+        "effectiveDateTime": stamp(effective),
+        "issued": (effective + timedelta(hours=rng.randrange(2, 30))).astimezone(UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"),
+        "performer": [_ref("Practitioner", doctor)],
+        "valueQuantity": quantity,
+        "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                        "code": flag}]}],
+        "referenceRange": [{"low": {"value": low, "unit": row[2], "system": UCUM, "code": row[3]},
+                            "high": {"value": high, "unit": row[2], "system": UCUM, "code": row[3]}}],
+    }
+    lo = effective.astimezone(UTC)
+    return observation, Fact("Observation", oid, pid, f"{LOINC}|{row[0]}", lo, lo + timedelta(seconds=1), None, eid)
+
+
 def patient_record(seed: int, number: int, doctors: list[str]) -> tuple[list[dict[str, Any]], list[Fact]]:
     """The resources of patient ``number`` and the facts about them."""
     rng = random.Random(f"{seed}-patient-{number}")
@@ -191,27 +217,9 @@ def patient_record(seed: int, number: int, doctors: list[str]) -> tuple[list[dic
         eid, day, start, doctor = rng.choice(encounters)
         row = rng.choices(LAB, LAB_WEIGHTS)[0]
         effective = start + timedelta(days=rng.randrange(0, 4), seconds=rng.randrange(0, 3600))
-        quantity, flag = _quantity(rng, row)
-        oid = new_id(rng)
-        low, high = row[4], row[5]
-        resources.append({
-            "resourceType": "Observation", "id": oid, "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": "vital-signs" if row[0] in ("8480-6", "29463-7") else "laboratory"}]}],
-            "code": {"coding": [{"system": LOINC, "code": row[0], "display": row[1]}], "text": row[1]},
-            "subject": subject, "encounter": _ref("Encounter", eid),
-            "effectiveDateTime": stamp(effective),
-            "issued": (effective + timedelta(hours=rng.randrange(2, 30))).astimezone(UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
-            "performer": [_ref("Practitioner", doctor)],
-            "valueQuantity": quantity,
-            "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-                                            "code": flag}]}],
-            "referenceRange": [{"low": {"value": low, "unit": row[2], "system": UCUM, "code": row[3]},
-                                "high": {"value": high, "unit": row[2], "system": UCUM, "code": row[3]}}],
-        })
-        lo = effective.astimezone(UTC)
-        facts.append(Fact("Observation", oid, pid, f"{LOINC}|{row[0]}", lo, lo + timedelta(seconds=1), None, eid))
+        observation, fact = _observation(rng, row, pid, effective, doctor, eid)
+        resources.append(observation)
+        facts.append(fact)
 
     for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
         code, display = rng.choice(CONDITIONS)
@@ -305,3 +313,44 @@ def patient_record(seed: int, number: int, doctors: list[str]) -> tuple[list[dic
     facts.append(Fact("DocumentReference", did, pid, f"{LOINC}|{code}", created, created + timedelta(milliseconds=1),
                       f"urn:ietf:rfc:3986|urn:oid:{oid_value}", eid))
     return resources, facts
+
+
+def patient_history(seed: int, number: int, doctors: list[str], size: int) -> tuple[list[dict[str, Any]], list[Fact]]:
+    """``patient_record(seed, number, doctors)`` topped up to ``size`` resources with town lab results:
+    panels of 4 to 10 tests on one morning, prescribed by the GP most of the time, no Encounter (a
+    chronic patient's years of follow-up, which is what makes a DMP record long). The panels come from
+    a random stream of their own, so the record itself is exactly ``patient_record``'s."""
+    resources, facts = patient_record(seed, number, doctors)
+    patient = resources[0]
+    pid, gp = patient["id"], patient["generalPractitioner"][0]["reference"].split("/", 1)[1]
+    rng = random.Random(f"{seed}-patient-{number}-labs")
+    while len(resources) < size:
+        day = FIRST_DAY + timedelta(days=rng.randrange(SPAN_DAYS))
+        taken = paris(day, rng.randrange(7 * 3600, 10 * 3600))
+        doctor = gp if rng.random() < 0.8 else rng.choice(doctors)
+        for row in rng.sample(LAB, min(rng.randint(4, 10), size - len(resources))):
+            observation, fact = _observation(rng, row, pid, taken, doctor, None)
+            resources.append(observation)
+            facts.append(fact)
+    return resources, facts
+
+
+def transaction_bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A FHIR transaction Bundle creating ``resources`` (which carry ids, as the generator makes them):
+    one ``POST <type>`` entry each, under the fullUrl ``urn:uuid:<its id>`` and without the id (the
+    server assigns one); every reference to another entry is written as that entry's fullUrl, so the
+    server must resolve them. References outside the bundle (Practitioners) are left as they are."""
+    local = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in resources}
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            return {k: (local.get(ref, ref) if k == "reference" else rewrite(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rewrite(v) for v in value]
+        return value
+
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [{"fullUrl": local[f"{r['resourceType']}/{r['id']}"],
+                       "resource": rewrite({k: v for k, v in r.items() if k != "id"}),
+                       "request": {"method": "POST", "url": r["resourceType"]}} for r in resources]}

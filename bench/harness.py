@@ -393,7 +393,8 @@ class Bench:
 # -- reporting --------------------------------------------------------------------------------------
 
 
-def environment() -> dict[str, str]:
+def environment(wrk: bool = True) -> dict[str, str]:
+    """The machine, the versions and the commit measured; wrk's version only if ``wrk`` drives the load."""
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor() or "?")
     mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
@@ -421,7 +422,7 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "database": f"FerretDB {FERRETDB_VERSION} (SQLite backend), started by the benchmark",
-        "wrk": wrk_version,
+        **({"wrk": wrk_version} if wrk else {}),
         "fhir-server commit": commit,
     }
 
@@ -567,16 +568,22 @@ class Stack:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, clients: str, seconds: int = 10) -> None:
+    """The options of the wrk benchmarks: the load, then the stack's (``add_stack_arguments``)."""
     parser.add_argument("--seconds", type=int, default=seconds, help=f"load per side and cell (default {seconds})")
     parser.add_argument("--clients", default=clients,
                         help=f"concurrent clients, comma-separated (default {clients})")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (default 1: leaves the cores to what is measured)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per side and op (default 2)")
+    add_stack_arguments(parser)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``Stack`` and ``run_main`` read, whatever drives the load."""
     parser.add_argument("--workers", type=int, default=int(os.environ.get("FHIR_WORKERS", 2)),
                         help="gunicorn workers of both sides (default FHIR_WORKERS or 2)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FHIR_THREADS", 4)),
                         help="gunicorn threads per worker of both sides (default FHIR_THREADS or 4)")
-    parser.add_argument("--wrk-threads", type=int, default=1,
-                        help="wrk threads (default 1: leaves the cores to what is measured)")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per side and op (default 2)")
     parser.add_argument("--mongodb-uri", help="benchmark on this MongoDB instead of starting a FerretDB "
                         "(a database fhir_bench_<pid> is created there and dropped at the end)")
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -589,12 +596,15 @@ def parse_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--seconds and --clients must be positive")
 
 
-def run_main(args: argparse.Namespace, title: str, body: Callable[[Stack, dict[str, str]], None]) -> int:
+def run_main(args: argparse.Namespace, title: str, body: Callable[[Stack, dict[str, str]], None],
+             driver: str | None = None) -> int:
     """Print the environment, then run ``body(stack, environment)`` in a fresh work directory; stop every
     process it started whatever happens (errors, Ctrl-C, SIGTERM, SIGHUP). Exit status: 0, 1 (failed:
-    the work directory is kept), 130 (interrupted)."""
-    ensure_wrk()
-    env_info = environment()
+    the work directory is kept), 130 (interrupted). ``driver`` describes the load when wrk does not drive it
+    (then wrk is not needed)."""
+    if driver is None:
+        ensure_wrk()
+    env_info = environment(wrk=driver is None)
     if args.mongodb_uri:
         env_info["database"] = "external, given with --mongodb-uri (its CPU is not measured)"
     print(f"# {title}\n")
@@ -604,9 +614,8 @@ def run_main(args: argparse.Namespace, title: str, body: Callable[[Stack, dict[s
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"- WARNING: the machine is already busy (load average {load:.2f} for {os.cpu_count()} CPUs): "
               "the figures will be noisy; see the `others` column")
-    print(f"- gunicorn: gthread, {args.workers} workers x {args.threads} threads, both sides; "
-          f"wrk: {args.wrk_threads} thread(s), keep-alive, {args.seconds}s per side and cell (ABBA halves)\n",
-          flush=True)
+    driver = driver or f"wrk: {args.wrk_threads} thread(s), keep-alive, {args.seconds}s per side and cell (ABBA halves)"
+    print(f"- gunicorn: gthread, {args.workers} workers x {args.threads} threads, both sides; {driver}\n", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="fhir-bench-"))
     stack = Stack(args, work)
