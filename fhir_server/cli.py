@@ -1,7 +1,10 @@
 """The ``fhir-server`` command.
 
-    fhir-server serve [--host H] [--port P] [--workers N]   run under gunicorn
+    fhir-server serve [--host H] [--port P] [--workers N] [--demo]   run under gunicorn (--demo: load the
+                                                                     example DMP once the server is ready)
     fhir-server db indexes                                  create the indexes and exit
+    fhir-server load [--base URL] [--token T] examples      post the example DMP (examples/) through the API
+    fhir-server load ... generated --patients N --seed S    or N generated patients of the same shape
 
 Without ``FHIR_MONGODB_URI`` the server starts a local FerretDB (data under ``FHIR_DATA_DIR``) and stops
 it when it stops.
@@ -54,7 +57,7 @@ def _stop_stale(pid_file: Path) -> None:
         return  # no pid file, or its process is gone: nothing stale
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, demo: bool = False) -> None:
     from gunicorn.app.base import BaseApplication
 
     from . import create_app
@@ -68,6 +71,8 @@ def serve(config: Config) -> None:
     store.ensure_indexes()
     KeyRing(AuthStore(store.db)).signing_key()
     os.environ["FHIR_MONGODB_URI"] = config.mongodb_uri
+    if demo:
+        _load_when_ready(config, admin_token(config, store.db, _base(config)))
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -97,9 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=int)
     serve_cmd.add_argument("--workers", type=int)
+    serve_cmd.add_argument("--demo", action="store_true", help="load the example DMP once the server is ready")
     db_cmd = commands.add_parser("db", help="database maintenance")
     db_cmd.add_argument("action", choices=["indexes"])
     _auth_commands(commands)
+    _load_command(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -107,11 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve" and config.auth == "off" and not _loopback(config.host):
         sys.exit(f"FHIR_AUTH=off is for local development only: refusing to listen on {config.host}, "
                  "which is not a loopback address")
+    if args.command == "load":
+        sys.exit(_load(config, args))
     with database(config) as config:
         if args.command == "serve":
             if config.auth == "off":
                 print("WARNING: FHIR_AUTH=off: no access control at all; local development only", flush=True)
-            serve(config)
+            serve(config, demo=args.demo)
         elif args.command == "db":
             from .storage import connect
             connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).ensure_indexes()
@@ -184,7 +193,7 @@ def _auth_command(config: Config, args: argparse.Namespace) -> None:
                        args.rpps, args.profession, args.organization)
         print(args.username)
     elif args.command == "token":
-        issuer = (config.base_url or f"http://{config.host}:{config.port}/fhir").rstrip("/")
+        issuer = _base(config)
         print(admin.mint_token(KeyRing(store), issuer, args.scope, args.fhir_user, args.patient, args.purpose,
                                args.client, args.expires))
     elif args.command == "keys":
@@ -194,6 +203,73 @@ def _auth_command(config: Config, args: argparse.Namespace) -> None:
         else:
             for key in ring.jwks()["keys"]:
                 print(key["kid"])
+
+
+# -- loading the example DMP (examples/) ------------------------------------------------------------
+
+def _base(config: Config) -> str:
+    """The FHIR base as this host reaches it (a token's audience must be the base it is used on)."""
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    return (config.base_url or f"http://{host}:{config.port}/fhir").rstrip("/")
+
+
+def admin_token(config: Config, db: Any, base: str, expires: int = 3600) -> str:
+    """An operator's token, signed with the server's key from its database, as ``fhir-server token``
+    prints: loading writes every patient's data, Consents included, which only an operator may."""
+    from .auth import admin
+    from .auth.tokens import KeyRing
+    from .storage import AuthStore
+
+    return admin.mint_token(KeyRing(AuthStore(db)), base, "system/*.cruds", client_id="fhir-server-load",
+                            expires=expires, operator=True)
+
+
+def _load_when_ready(config: Config, token: str) -> None:
+    """``serve --demo``: a separate process waits for the server, then loads the example DMP through the
+    API (a thread in gunicorn's master would be forked into every worker)."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "fhir_server.cli", "load", "--base", _base(config), "--token", token,
+            "--wait", "120", "examples"]
+    subprocess.Popen(argv, cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "FHIR_AUTH": config.auth})
+
+
+def _load_command(commands: Any) -> None:
+    load = commands.add_parser("load", help="post a data set through the API as idempotent transactions")
+    load.add_argument("dataset", choices=["examples", "generated"],
+                      help="examples: the example DMP (examples/README.md); generated: --patients more like it")
+    load.add_argument("--base", help="the FHIR base URL (default: this server's)")
+    load.add_argument("--token", help="an access token (default: an operator's, minted from the database)")
+    load.add_argument("--wait", type=float, default=0, help="wait this long for the server to be ready")
+    load.add_argument("--patients", type=int, default=100)
+    load.add_argument("--seed", type=int, default=1)
+
+
+def _load(config: Config, args: argparse.Namespace) -> str | None:
+    root = str(Path(__file__).resolve().parent.parent)  # examples/ lives beside the package, in the checkout
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from examples import dmp
+    from examples.load import LoadError, load, wait_ready
+
+    base = (args.base or _base(config)).rstrip("/")
+    token = args.token
+    if not token and config.auth != "off":
+        if not config.mongodb_uri:
+            return "load needs --token, or FHIR_MONGODB_URI (the server's database) to mint an operator's token"
+        from pymongo import MongoClient
+        with MongoClient(config.mongodb_uri, tz_aware=True) as client:
+            token = admin_token(config, client[config.mongodb_database], base)
+    bundles = dmp.build() if args.dataset == "examples" else dmp.generate(args.patients, args.seed)
+    try:
+        if args.wait:
+            wait_ready(base, args.wait)
+        counts = load(base, token or "", bundles, progress=lambda line: print(line, flush=True))
+    except LoadError as error:
+        return f"load failed: {error}"
+    print(f"{args.dataset} loaded into {base}: {counts['created']} resources created, "
+          f"{counts['found']} already there", flush=True)
+    return None
 
 
 if __name__ == "__main__":
