@@ -6,7 +6,6 @@ sees part of it. A batch runs each entry as its own interaction, each with its o
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import uuid
 from contextlib import ExitStack
@@ -279,7 +278,7 @@ def _patch_document(resource: dict[str, Any]) -> tuple[bytes, str]:
         return jsonio.dumps(resource), "application/fhir+json"
     if resource["resourceType"] == "Binary":
         try:
-            return base64.b64decode(resource.get("data") or "", validate=True), resource.get("contentType") or ""
+            return jsonio.base64_bytes(resource.get("data") or ""), resource.get("contentType") or ""
         except binascii.Error:
             raise BadRequest("the PATCH entry's Binary.data is not base64") from None
     raise BadRequest("a PATCH entry's resource is a Binary (JSON Patch) or a Parameters (FHIRPath Patch)")

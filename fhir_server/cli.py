@@ -257,9 +257,9 @@ def _load(config: Config, args: argparse.Namespace) -> str | None:
     if not token and config.auth != "off":
         if not config.mongodb_uri:
             return "load needs --token, or FHIR_MONGODB_URI (the server's database) to mint an operator's token"
-        from pymongo import MongoClient
-        with MongoClient(config.mongodb_uri, tz_aware=True) as client:
-            token = admin_token(config, client[config.mongodb_database], base)
+        from .storage import connect
+        token = admin_token(config, connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).db,
+                            base)
     bundles = dmp.build() if args.dataset == "examples" else dmp.generate(args.patients, args.seed)
     try:
         if args.wait:

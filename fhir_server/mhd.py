@@ -2,7 +2,6 @@
 generic interactions apply when the resource is a document."""
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ def provided_documents(ctx: RequestContext, bundle: dict[str, Any]) -> list[str]
     def content(url: str) -> bytes | None:
         binary = binaries.get(url)
         try:
-            return base64.b64decode(binary.get("data") or "", validate=True) if binary else None
+            return jsonio.base64_bytes(binary.get("data") or "") if binary else None
         except (binascii.Error, ValueError):
             return None
 

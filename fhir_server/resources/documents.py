@@ -11,7 +11,6 @@ Issue expressions are FHIRPath from the Bundle: ``Bundle.entry[3].resource.conte
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Issue
+from .jsonio import base64_bytes
 
 MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
 # Bundle profiles that announce ITI-65: MHD's Minimal / Comprehensive / UnContained ProvideBundle and
@@ -315,7 +315,7 @@ def _attachment_bytes(path: str, attachment: dict[str, Any], binaries: Binaries)
     """The document's bytes, inline (``data``) or from the Binary that ``url`` names; or why not."""
     if attachment.get("data") is not None:  # b64decode refuses non-str below
         try:
-            return base64.b64decode(attachment["data"], validate=True)
+            return base64_bytes(attachment["data"])
         except (binascii.Error, TypeError, ValueError):
             return _wrong(f"{path}.data", "attachment.data is not valid base64")
     url = _str(attachment.get("url"))
@@ -330,7 +330,7 @@ def _attachment_bytes(path: str, attachment: dict[str, Any], binaries: Binaries)
 def _check_hash(path: str, value: Any, data: bytes) -> list[Issue]:
     """FHIR's attachment.hash is the base64 of the SHA-1 of the bytes."""
     try:
-        claimed = base64.b64decode(value, validate=True)
+        claimed = base64_bytes(value)
     except (binascii.Error, TypeError, ValueError):
         return [_wrong(path, "attachment.hash is not valid base64")]
     if claimed != hashlib.sha1(data).digest():

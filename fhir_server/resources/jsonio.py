@@ -7,6 +7,8 @@ written back by it, which only writes and subsetting pay for. Stored resources r
 """
 from __future__ import annotations
 
+import base64
+
 from typing import Any
 
 import orjson
@@ -48,3 +50,9 @@ def dumps(document: Any, pretty: bool = False) -> bytes:
         text = simplejson.dumps(document, use_decimal=True, ensure_ascii=False,
                                 separators=(",", ": ") if pretty else (",", ":"), indent=2 if pretty else None)
         return text.encode()
+
+
+def base64_bytes(value: str) -> bytes:
+    """A FHIR ``base64Binary``'s bytes; its whitespace is allowed (the R4 pattern), other stray
+    characters are not (binascii.Error)."""
+    return base64.b64decode("".join(value.split()), validate=True)

@@ -33,7 +33,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnavailable
-from ..resources.jsonio import dumps
+from ..resources.jsonio import base64_bytes, dumps
 from ..resources.version import Version, instant
 from . import transaction
 from .blobs import Blobs
@@ -45,6 +45,7 @@ CONSISTENT_ATTEMPTS = 20
 LOCK_STALE_SECONDS = 30.0
 # A Binary whose base64 data is longer is stored in chunks (storage/blobs.py), not in its document.
 INLINE_BINARY_CHARS = 64 << 10
+KEEP_APART_ANYWAY_CHARS = 8 << 20  # even a non-canonical base64 text: documents stay far below 16 MB
 
 HISTORY = "history"
 HISTORY_INDEXES = {
@@ -326,7 +327,7 @@ class Store:
                       txid: str | None = None) -> dict[str, Any]:
         blob = None
         if rtype == "Binary" and resource is not None and len(resource.get("data") or "") > INLINE_BINARY_CHARS:
-            blob, resource = self._keep_apart(resource)
+            blob, resource = self._keep_apart(resource) or (None, resource)
         body = None if resource is None else self._stamp(resource, rid, version, ts)
         entry = {"_id": f"{rtype}/{rid}/{version}", "t": rtype, "i": rid, "v": version, "ts": ts, "m": method,
                  "c": search.get("compartments") or [], "by": list(by), **self._pack(body)}
@@ -336,12 +337,16 @@ class Store:
             entry["tx"] = txid
         return entry
 
-    def _keep_apart(self, binary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """Large document bytes go to the blob store (before the version that names them)."""
+    def _keep_apart(self, binary: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """Large document bytes go to the blob store (before the version that names them). Their
+        base64 is given back in its canonical form, so a text with line breaks stays in its document
+        (served as sent) unless it is too large for one."""
         try:
-            data = base64.b64decode(binary["data"], validate=True)
+            data = base64_bytes(binary["data"])
         except (binascii.Error, ValueError):
             raise InvalidResource("Binary.data is not valid base64") from None
+        if len(binary["data"]) < KEEP_APART_ANYWAY_CHARS and base64.b64encode(data).decode("ascii") != binary["data"]:
+            return None
         sha, _ = self.blobs.put(data)
         return sha, {k: v for k, v in binary.items() if k != "data"}
 
