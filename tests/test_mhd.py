@@ -15,6 +15,7 @@ from tests.conftest import Fhir, LiveServer, assert_outcome, own_server
 from tests.documents_fixtures import PDF, provide_bundle
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"
+MHD_LISTS = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
 
@@ -61,8 +62,14 @@ def test_submit_find_retrieve_replace(dmp: dict[str, Any]) -> None:
     letter = PDF + os.urandom(3 << 20)  # a few MB: stored in chunks, streamed back
     _submit(ehr, provide_bundle(f"Patient/{patient}", payloads=(letter,)))
 
-    # ITI-67 by the patient's INS, then ITI-68: the identical bytes, their type and length
+    # ITI-66: the submission set; ITI-67 by the patient's INS (GET, and POST _search), then ITI-68:
+    # the identical bytes, their type and length
+    sets = doctor.get(f"List?patient={patient}&code={MHD_LISTS}|submissionset").json()
+    assert [e["resource"]["mode"] for e in sets["entry"]] == ["working"]
     [document] = _documents(doctor, f"patient.identifier={INS}|{dmp['ins']}")
+    posted = doctor.post("DocumentReference/_search", f"patient={patient}",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == [document["id"]]
     assert document["content"][0]["attachment"]["url"].startswith("Binary/")
     raw = _retrieve(doctor, document)
     assert raw.status_code == 200, raw.text
