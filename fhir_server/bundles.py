@@ -155,12 +155,12 @@ class _Refs(dict[str, str]):
         self.deleted = set()
 
 
-def _matches(svc: Services, ctx: RequestContext, rtype: str, raw: str, refs: dict[str, str], limit: int = 1) -> list[str]:
-    gone = {rid for t, rid in getattr(refs, "deleted", ()) if t == rtype}
+def _matches(svc: Services, ctx: RequestContext, rtype: str, raw: str, refs: _Refs, limit: int = 1) -> list[str]:
+    gone = {rid for t, rid in refs.deleted if t == rtype}
     return [rid for rid in conditional.matches(svc, ctx, rtype, raw, limit + len(gone)) if rid not in gone]
 
 
-def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]) -> None:
+def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: _Refs) -> None:
     """Which resources the entry writes, resolving conditional URLs; new ids for creates."""
     parts = entry.path.split("/")
     rtype = pipeline.check_type(parts[0])
@@ -184,7 +184,7 @@ def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, st
             if len(found) > limit:
                 raise PreconditionFailed(f"{len(found)} {rtype} resources match: conditional delete takes one at a time")
             targets = entry.targets = [(rtype, rid) for rid in found]
-            getattr(refs, "deleted", set()).update(targets)
+            refs.deleted.update(targets)
         elif entry.method == "PUT":
             rid = conditional.target(found, entry.resource or {}) or str(uuid.uuid4())
             targets = entry.targets = [(rtype, rid)]
@@ -197,7 +197,7 @@ def _target(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, st
             raise BadRequest(f"a {entry.method} entry's url is [type]/[id] or [type]?criteria")
         targets = entry.targets = [(rtype, check_id(parts[1]))]
         if entry.method == "DELETE":
-            getattr(refs, "deleted", set()).update(targets)
+            refs.deleted.update(targets)
     if entry.full_url and targets:
         refs[entry.full_url] = "/".join(targets[0])
 
@@ -224,7 +224,7 @@ def _no_duplicates(entries: list[Entry]) -> None:
             seen[target] = entry.index
 
 
-def _plan(svc: Services, ctx: RequestContext, entry: Entry, refs: dict[str, str]) -> list[Write]:
+def _plan(svc: Services, ctx: RequestContext, entry: Entry, refs: _Refs) -> list[Write]:
     """The entry's writes, each through every check a single interaction makes."""
     if_match = _version(entry.request.get("ifMatch"))
     writes = []
@@ -284,7 +284,7 @@ def _patch_document(resource: dict[str, Any]) -> tuple[bytes, str]:
     raise BadRequest("a PATCH entry's resource is a Binary (JSON Patch) or a Parameters (FHIRPath Patch)")
 
 
-def _rewrite(svc: Services, ctx: RequestContext, value: Any, refs: dict[str, str], key: str = "") -> Any:
+def _rewrite(svc: Services, ctx: RequestContext, value: Any, refs: _Refs, key: str = "") -> Any:
     """References to entries' fullUrls become the ids they were given, wherever they are (references,
     uri and url elements, the narrative's links); conditional references are resolved."""
     if isinstance(value, dict):
