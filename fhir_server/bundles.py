@@ -279,7 +279,7 @@ def _patch_document(resource: dict[str, Any]) -> tuple[bytes, str]:
     if resource["resourceType"] == "Binary":
         try:
             return jsonio.base64_bytes(resource.get("data") or ""), resource.get("contentType") or ""
-        except binascii.Error:
+        except (binascii.Error, TypeError):
             raise BadRequest("the PATCH entry's Binary.data is not base64") from None
     raise BadRequest("a PATCH entry's resource is a Binary (JSON Patch) or a Parameters (FHIRPath Patch)")
 

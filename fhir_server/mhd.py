@@ -58,7 +58,7 @@ def provided_documents(ctx: RequestContext, bundle: dict[str, Any]) -> list[str]
         binary = binaries.get(url)
         try:
             return jsonio.base64_bytes(binary.get("data") or "") if binary else None
-        except (binascii.Error, ValueError):
+        except (binascii.Error, TypeError, ValueError):
             return None
 
     issues = [i for i in documents.check_provide_bundle(bundle, content, base=ctx.base_url) if i.severity == "error"]

@@ -55,4 +55,6 @@ def dumps(document: Any, pretty: bool = False) -> bytes:
 def base64_bytes(value: str) -> bytes:
     """A FHIR ``base64Binary``'s bytes; its whitespace is allowed (the R4 pattern), other stray
     characters are not (binascii.Error)."""
+    if not isinstance(value, str):
+        raise TypeError(f"a base64Binary is a string, not {type(value).__name__}")
     return base64.b64decode("".join(value.split()), validate=True)

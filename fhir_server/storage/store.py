@@ -343,7 +343,7 @@ class Store:
         (served as sent) unless it is too large for one."""
         try:
             data = base64_bytes(binary["data"])
-        except (binascii.Error, ValueError):
+        except (binascii.Error, TypeError, ValueError):
             raise InvalidResource("Binary.data is not valid base64") from None
         if len(binary["data"]) < KEEP_APART_ANYWAY_CHARS and base64.b64encode(data).decode("ascii") != binary["data"]:
             return None
