@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (FHIR_JSON, Bench, Run, Stack, add_common_arguments, cost_sections, fmt, http_call,  # noqa: E402
+from harness import (FHIR_JSON, Bench, Run, Stack, add_common_arguments, cost_sections, cost_table, fmt, http_call,  # noqa: E402
                      ratio, run_main)
 from secured import audit_events, load_dmp, mint, start_fhir  # noqa: E402
 
@@ -85,19 +85,9 @@ def check(stack: Stack, servers: dict[str, Any], tokens: dict[str, str], observa
 
 
 def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
-    lines = ["| op | clients | audit on req/s | p50 ms | p99 ms | errors | audit off req/s | p50 ms | p99 ms | errors "
-             "| **ratio req/s** | audit cost | ratio p50 | ratio p99 |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    verdicts = []
-    for (op, clients), sides in results.items():
-        a, b = sides["server"], sides["baseline"]
-        cost = 1 - a.throughput / b.throughput if b.throughput else float("nan")
-        lines.append(
-            f"| {op} | {clients} | {fmt(a.throughput, 2)} | {fmt(a.percentile_ms(50), 2)} | {fmt(a.percentile_ms(99), 2)} "
-            f"| {a.errors} | {fmt(b.throughput, 2)} | {fmt(b.percentile_ms(50), 2)} | {fmt(b.percentile_ms(99), 2)} "
-            f"| {b.errors} | **{ratio(a.throughput, b.throughput)}** | {fmt(cost * 100, 0)}% "
-            f"| {ratio(a.percentile_ms(50), b.percentile_ms(50))} | {ratio(a.percentile_ms(99), b.percentile_ms(99))} |")
-        verdicts.append(f"{op} x{clients}: {fmt(cost * 100, 0)}% ({'met' if cost <= TARGET_COST else 'NOT met'})")
+    lines, costs = cost_table(results, "op", "audit on", "audit off")
+    verdicts = [f"{op} x{clients}: {fmt(cost * 100, 0)}% ({'met' if cost <= TARGET_COST else 'NOT met'})"
+                for (op, clients), (cost, _) in costs.items()]
     lines += ["", f"Target (audit costs at most {TARGET_COST:.0%} of the throughput): " + "; ".join(verdicts) + "."]
     return "\n".join(lines + cost_sections(results, SIDES, "op"))
 

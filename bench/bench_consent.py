@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dmp_data import DOCUMENT_TYPES, LOINC, new_id, practitioners  # noqa: E402
-from harness import (Bench, Run, Stack, add_common_arguments, cost_sections, fmt, parse_clients,  # noqa: E402
+from harness import (Bench, Run, Stack, add_common_arguments, cost_sections, cost_table, fmt, parse_clients,  # noqa: E402
                      ratio, run_main)
 from harness import french_patient  # noqa: E402
 from secured import check_counts, get_json, load, mint, search_all, start_fhir  # noqa: E402
@@ -445,22 +445,10 @@ def engine_estimate(args: argparse.Namespace, me: str, others: tuple[str, ...]) 
 
 
 def report(results: dict[tuple[str, int], dict[str, Run]]) -> str:
-    lines = ["| search | clients | consent req/s | p50 ms | p99 ms | errors | operator req/s | p50 ms | p99 ms | errors "
-             "| **ratio req/s** | consent cost | ratio p50 | ratio p99 |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    verdicts = []
-    for (op, clients), sides in results.items():
-        c, o = sides["server"], sides["baseline"]
-        cost = 1 - c.throughput / o.throughput if o.throughput else float("nan")
-        lines.append(
-            f"| {op} | {clients} | {fmt(c.throughput, 2)} | {fmt(c.percentile_ms(50), 2)} | {fmt(c.percentile_ms(99), 2)} "
-            f"| {c.errors} | {fmt(o.throughput, 2)} | {fmt(o.percentile_ms(50), 2)} | {fmt(o.percentile_ms(99), 2)} "
-            f"| {o.errors} | **{ratio(c.throughput, o.throughput)}** | {fmt(cost * 100, 0)}% "
-            f"| {ratio(c.percentile_ms(50), o.percentile_ms(50))} | {ratio(c.percentile_ms(99), o.percentile_ms(99))} |")
-        p99 = c.percentile_ms(99) / o.percentile_ms(99) - 1 if o.percentile_ms(99) else float("nan")
-        verdicts.append(f"{op} x{clients}: throughput cost {fmt(cost * 100, 0)}% "
-                        f"({'met' if cost <= TARGET_COST else 'NOT met'}), p99 +{fmt(p99 * 100, 0)}% "
-                        f"({'met' if p99 <= TARGET_COST else 'NOT met'})")
+    lines, costs = cost_table(results, "search", "consent", "operator")
+    verdicts = [f"{op} x{clients}: throughput cost {fmt(cost * 100, 0)}% ({'met' if cost <= TARGET_COST else 'NOT met'}), "
+                f"p99 +{fmt(p99 * 100, 0)}% ({'met' if p99 <= TARGET_COST else 'NOT met'})"
+                for (op, clients), (cost, p99) in costs.items()]
     lines += ["", f"Target (consent costs at most {TARGET_COST:.0%}): " + "; ".join(verdicts) + "."]
     return "\n".join(lines + cost_sections(results, SIDES, "search"))
 

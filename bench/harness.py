@@ -688,6 +688,28 @@ def cpu_per_request(run: Run) -> float:
     return run.cpu_ms_per_request("app") + (run.cpu_ms_per_request("db") if "db" in run.cpu else 0.0)
 
 
+def cost_table(results: dict[tuple[str, int], dict[str, Run]], label: str, on: str, off: str
+               ) -> tuple[list[str], dict[tuple[str, int], tuple[float, float]]]:
+    """The side-by-side table of a feature on (``server``) against off (``baseline``): throughput,
+    latency, their ratios, and the cost. Returns the lines and, per cell, the throughput cost and the
+    p99 increase (for the verdicts)."""
+    lines = [f"| {label} | clients | {on} req/s | p50 ms | p99 ms | errors | {off} req/s | p50 ms | p99 ms | errors "
+             f"| **ratio req/s** | {on.split()[0]} cost | ratio p50 | ratio p99 |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    costs = {}
+    for (op, clients), sides in results.items():
+        a, b = sides["server"], sides["baseline"]
+        cost = 1 - a.throughput / b.throughput if b.throughput else float("nan")
+        p99 = a.percentile_ms(99) / b.percentile_ms(99) - 1 if b.percentile_ms(99) else float("nan")
+        costs[(op, clients)] = (cost, p99)
+        lines.append(
+            f"| {op} | {clients} | {fmt(a.throughput, 2)} | {fmt(a.percentile_ms(50), 2)} | {fmt(a.percentile_ms(99), 2)} "
+            f"| {a.errors} | {fmt(b.throughput, 2)} | {fmt(b.percentile_ms(50), 2)} | {fmt(b.percentile_ms(99), 2)} "
+            f"| {b.errors} | **{ratio(a.throughput, b.throughput)}** | {fmt(cost * 100, 0)}% "
+            f"| {ratio(a.percentile_ms(50), b.percentile_ms(50))} | {ratio(a.percentile_ms(99), b.percentile_ms(99))} |")
+    return lines, costs
+
+
 def cost_sections(results: dict[tuple[str, int], dict[str, Run]], sides: dict[str, str], label: str) -> list[str]:
     """For a benchmark of one server against itself with a feature on ("server") and off ("baseline"):
     the CPU ratio line, the CPU table and the errors, sides named as ``sides`` says."""

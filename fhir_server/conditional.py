@@ -38,8 +38,8 @@ def matches(svc: Services, ctx: RequestContext, rtype: str, raw: str, limit: int
     """The ids of the visible ``rtype`` resources matching ``raw`` (at most ``limit`` + 1: enough to
     tell "more than ``limit``"). Strict: an unknown parameter would otherwise match everything."""
     params = [*criteria(raw), ("_count", str(limit + 1)), ("_total", "none"), ("_elements", "id")]
-    body, _ = searching.run(svc.store, svc.config, ctx.base_url, rtype, (rtype,), params, strict=True,
-                            policy=svc.guard(ctx))
+    body, _ = svc.store.consistent(lambda: searching.run(svc.store, svc.config, ctx.base_url, rtype, (rtype,), params,
+                                                         strict=True, policy=svc.guard(ctx)))
     return [e["fullUrl"].rsplit("/", 1)[1] for e in body.get("entry", []) if e["search"]["mode"] == "match"]
 
 
