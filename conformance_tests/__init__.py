@@ -1,0 +1,1 @@
+"""A black-box FHIR R4 conformance suite: see README.md."""
