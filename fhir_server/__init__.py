@@ -30,6 +30,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     if not config.mongodb_uri:
         raise ValueError("create_app needs FHIR_MONGODB_URI (the `fhir-server serve` command starts a local FerretDB)")
     app = Flask(__name__)
+    app.url_map.strict_slashes = False  # clients post bundles to "[base]/" (fhir-kit-client, fhirpy)
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, SECRET_KEY=config.secret,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_NAME="fhir_auth_session")

@@ -217,3 +217,16 @@ def test_decimal_precision_is_preserved(fhir: Fhir) -> None:
     for response in (created, fhir.get(f"Observation/{rid}"), fhir.get(f"Observation/{rid}", params={"_pretty": "true"}),
                      fhir.get(f"Observation/{rid}/_history"), fhir.get(f"Observation/{rid}", params={"_elements": "value,referenceRange"})):
         assert b"1.50" in response.content and b"0.1234567890123456789" in response.content, response.text
+
+
+def test_a_trailing_slash_names_the_same_endpoint(fhir: Fhir) -> None:
+    """fhir-kit-client and fhirpy post bundles to ``[base]/``; ``[type]/`` is a search like ``[type]``."""
+    created = fhir.post("Patient", {"resourceType": "Patient", "name": [{"family": "Slash"}]}).json()
+    batch = {"resourceType": "Bundle", "type": "batch",
+             "entry": [{"request": {"method": "GET", "url": f"Patient/{created['id']}"}}]}
+    response = fhir.http.post(fhir.base + "/", json=batch, headers={"Content-Type": FHIR_JSON})
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["resource"]["id"] == created["id"]
+    found = fhir.get(f"Patient/?_id={created['id']}").json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [created["id"]]
+    assert fhir.get(f"Patient/{created['id']}/").json()["id"] == created["id"]
