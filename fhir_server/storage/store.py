@@ -35,6 +35,7 @@ from pymongo.errors import DuplicateKeyError
 from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnavailable
 from ..resources.jsonio import base64_bytes, dumps
 from ..resources.version import Version, instant
+from ..search.compile import conjunction
 from . import transaction
 from .blobs import Blobs
 from .transaction import COMMITTED, DONE, Write
@@ -189,7 +190,7 @@ class Store:
                 query = {**query, "v": {"$lt": after[0]}}
             else:
                 ts, last_id = datetime.fromisoformat(after[0]), after[1]
-                query = {"$and": [query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]}]}
+                query = conjunction(query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]})
         sort = [("v", DESCENDING)] if instance else [("ts", DESCENDING), ("_id", DESCENDING)]
         docs = list(self.history.find(query, sort=sort, limit=count + 1))
         versions = [self._history_version(d) for d in docs[:count]]
@@ -220,12 +221,12 @@ class Store:
             end = _ceil_ms(end)
             # current at some point of [start, end): written before its end, superseded after its start
             clauses += [{"ts": {"$lt": end}}, {"$or": [{"until": None}, {"until": {"$gt": start}}]}]
-        return {"$and": [query, *clauses]} if clauses else query
+        return conjunction(query, *clauses)
 
     def find_current(self, rtype: str, query: dict[str, Any], projection: dict[str, int]
                      ) -> Iterator[dict[str, Any]]:
         """Current, undeleted documents of a type matching ``query`` (only the ``projection`` fields)."""
-        yield from self.db[rtype].find({"$and": [{"d": False}, query]}, projection)
+        yield from self.db[rtype].find(conjunction({"d": False}, query), projection)
 
     def current_by_ids(self, rtype: str, ids: Sequence[str]) -> Iterator[dict[str, Any]]:
         """The current, undeleted resources with these ids, parsed. A few ids are fetched one by one:

@@ -197,7 +197,7 @@ def test_validate_operation_stores_nothing(fhir: Fhir, db: Any) -> None:
     assert ok.json()["issue"][0]["severity"] == "information"
     bad = fhir.post("Patient/$validate", {**PATIENT, "gender": "femme"}).json()
     assert bad["issue"][0]["severity"] == "error" and bad["issue"][0]["expression"] == ["Patient.gender"]
-    wrapped = fhir.post("$validate", {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {**PATIENT, "active": "yes"}}]}).json()
+    wrapped = fhir.post("Patient/$validate", {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {**PATIENT, "active": "yes"}}]}).json()
     assert wrapped["issue"][0]["expression"] == ["Patient.active"]
     assert db["history"].count_documents({}) == before
 
