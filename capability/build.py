@@ -15,7 +15,8 @@ by hand):
 - ``elements.json``: per resource type, its top-level summary and mandatory elements
   (``_summary`` and ``_elements`` need them, https://hl7.org/fhir/R4/search.html#summary).
 - ``search-parameters.json``: per resource type, every official R4 SearchParameter (code, type, the
-  FHIRPath expression restricted to that type, reference targets, composite components).
+  FHIRPath expression restricted to that type, reference targets, composite components, its url).
+- ``profiles.json``: the DMP's StructureDefinitions and ValueSets (``capability/profiles.py``).
 - ``compartments.json``: per compartment (Patient, Practitioner ...), the parameters that put a resource
   of each type in it (the official CompartmentDefinitions).
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from fhir_server.search.registry import split_union  # noqa: E402 - the same splitting the server uses
+import profiles  # noqa: E402 - capability/profiles.py: the DMP profiles, built with the rest
 CACHE = Path(os.environ.get("FHIR_SPEC_CACHE", ROOT / ".cache" / "spec"))
 DATA = ROOT / "fhir_server" / "data"
 
@@ -176,7 +178,7 @@ def build_search_parameters(examples: Path, types: list[str]) -> None:
             expression = _for_base(sp.get("expression", ""), base)
             if not expression:
                 continue
-            entry: dict = {"type": sp["type"], "expression": expression}
+            entry: dict = {"type": sp["type"], "expression": expression, "url": sp["url"]}
             if sp.get("target"):
                 entry["target"] = sorted(sp["target"])
             for key in ("modifier", "comparator"):
@@ -219,6 +221,7 @@ def main(argv: list[str]) -> None:
     build_elements(examples, types)
     build_search_parameters(examples, types)
     build_compartments(examples)
+    profiles.main()
     print(f"derived data for {len(types)} resource types in {DATA}")
 
 

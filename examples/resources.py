@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from fhir_server.resources.profiles import supported_profiles
+
 INS = "urn:oid:1.2.250.1.213.1.4.8"  # INS-NIR
 ID_NAT_PS = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs: "8" + RPPS number
 RPPS = "https://rpps.esante.gouv.fr"
@@ -70,6 +72,13 @@ def sha1_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
+def profiled(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` claiming the server's DMP profile of its type (meta.profile), so that the server
+    checks it against the profile on write."""
+    profiles = supported_profiles(resource["resourceType"])
+    return {**resource, "meta": {**resource.get("meta", {}), "profile": profiles}} if profiles else resource
+
+
 @dataclass
 class Transaction:
     """A transaction Bundle of conditional creates, one per resource, keyed by business identifier."""
@@ -81,7 +90,7 @@ class Transaction:
         """Add ``resource`` (created unless one with its identifier exists); returns its fullUrl."""
         identifier = identifier or resource["identifier"][0]
         full_url = f"urn:uuid:{key_uuid(resource['resourceType'] + '|' + identifier['system'] + '|' + identifier['value'])}"
-        self.entries.append({"fullUrl": full_url, "resource": resource,
+        self.entries.append({"fullUrl": full_url, "resource": profiled(resource),
                              "request": {"method": "POST", "url": resource["resourceType"],
                                          "ifNoneExist": criteria(identifier, param)}})
         return full_url
@@ -152,7 +161,7 @@ def document_reference(doc: Document, subject: dict[str, str], binary_url: str) 
     visibility = [code for system, code in doc.labels if system == VISIBILITY]
     if visibility:  # the server reads the labels from either place; meta.security makes _security find them
         resource["meta"] = {"security": [{"system": VISIBILITY, "code": code} for code in visibility]}
-    return resource
+    return profiled(resource)
 
 
 def provide_bundle(key: str, subject: dict[str, str], documents: list[Document], when: str,

@@ -14,6 +14,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     from .auth.federation import Federation, Provider
     from .auth.server import build as smart_server
     from .auth.tokens import KeyRing
+    from . import capability
     from .config import Config
     from .consent.engine import Settings, habilitation_grid
     from .audit import balp, trail
@@ -29,6 +30,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     if not config.mongodb_uri:
         raise ValueError("create_app needs FHIR_MONGODB_URI (the `fhir-server serve` command starts a local FerretDB)")
     app = Flask(__name__)
+    app.url_map.strict_slashes = False  # clients post bundles to "[base]/" (fhir-kit-client, fhirpy)
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, SECRET_KEY=config.secret,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_NAME="fhir_auth_session")
@@ -37,6 +39,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     store.transaction_timeout = float(config.transaction_timeout_seconds)
     store.recover()  # transactions a crash left half-way: rolled back, or finished if they committed
     sweep(store, config.transaction_sweep_seconds)
+    capability.publish(store)
     consent = Settings(config.consent_treating_physician_sees_masked, config.consent_block_beats_emergency,
                        config.consent_hidden_from_patient_days, habilitation_grid(),
                        config.consent_allow_hidden_and_masked)

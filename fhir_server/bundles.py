@@ -82,7 +82,8 @@ def _entry(ctx: RequestContext, n: int, raw: Any) -> Entry:
         if request["method"] in ("POST", "PUT", "PATCH"):
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 raise BadRequest(f"a {request['method']} entry needs a resource")
-            if not isinstance(raw.get("fullUrl"), str) or not raw["fullUrl"]:
+            if request["method"] != "POST" and (not isinstance(raw.get("fullUrl"), str) or not raw["fullUrl"]):
+                # "fullUrl can be empty on a POST" (Bundle.entry.fullUrl): nothing can refer to it then
                 raise BadRequest("an entry with a resource needs a fullUrl (https://hl7.org/fhir/R4/bundle.html#bundle-unique)")
         return Entry(n, request["method"], path.strip("/"), query, resource if isinstance(resource, dict) else None,
                      raw.get("fullUrl"), request)

@@ -9,10 +9,13 @@ from typing import Any
 
 from . import __version__
 from .resources.model import SCHEMA_ONLY
+from .resources import jsonio
+from .resources.profiles import conformance_resources, supported_profiles
 from .resources.schema import RESOURCE_TYPES
 from .search.registry import compartments, params_for
 
 SOFTWARE = "DMP FHIR server"
+PUBLISHER = ("server",)  # who writes the published profiles, as stored beside each version
 
 
 APPEND_ONLY = {"AuditEvent"}  # never updated nor deleted (pipeline.py)
@@ -42,6 +45,7 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
         entry: dict[str, Any] = {
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            **({"supportedProfile": supported} if (supported := supported_profiles(rtype)) else {}),
             "interaction": [{"code": code} for code in type_interactions
                             if not (rtype in APPEND_ONLY and code in ("update", "patch", "delete"))],
             "versioning": "versioned-update",
@@ -55,7 +59,8 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
         }
         if "search-type" in type_interactions:
             params = params_for(rtype)
-            entry["searchParam"] = [{"name": code, "type": p.type} for code, p in params.items()]
+            entry["searchParam"] = [{"name": code, "type": p.type, **({"definition": p.url} if p.url else {})}
+                                    for code, p in params.items()]
             entry["searchInclude"] = ["*", *(f"{rtype}:{c}" for c, p in params.items() if p.type == "reference")]
             entry["searchRevInclude"] = referrers.get(rtype, [])
         if rtype in SCHEMA_ONLY:
@@ -68,7 +73,8 @@ def build(type_interactions: Iterable[str], system_interactions: Iterable[str],
         "mode": "server",
         "compartment": [f"http://hl7.org/fhir/CompartmentDefinition/{c.lower()}" for c in sorted(compartments())],
         "documentation": "Resources are validated on every write against the official R4 JSON schema "
-                         "and the fhir.resources models.",
+                         "and the fhir.resources models, and against the DMP profiles they claim in "
+                         "meta.profile (the supportedProfile of each resource, served as StructureDefinitions).",
         "resource": resources,
         "interaction": [{"code": code} for code in system_interactions],
     }
@@ -105,3 +111,15 @@ def for_base(statement: dict[str, Any], base_url: str, smart: bool = True) -> di
             "description": "Every request needs a SMART on FHIR access token; discovery at "
                            f"{base_url}/.well-known/smart-configuration"}
     return {**statement, "implementation": {**statement["implementation"], "url": base_url}, "rest": [rest]}
+
+
+def publish(store: Any) -> None:
+    """Store the DMP profiles (StructureDefinitions, ValueSets) as resources, so that they are read,
+    searched and fetched by validators like any other; only when they changed. Every worker calls it
+    at start-up: they take turns."""
+    with store.lock("publish-profiles"):
+        for resource in conformance_resources():
+            current = store.read(resource["resourceType"], resource["id"])
+            stored = jsonio.loads(current.json) if current is not None and current.json else None
+            if stored is None or {k: v for k, v in stored.items() if k != "meta"} != resource:
+                store.update(resource["resourceType"], resource["id"], resource, by=PUBLISHER)

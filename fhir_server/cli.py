@@ -164,6 +164,8 @@ def _auth_commands(commands: Any) -> None:
     token.add_argument("--purpose", default="TREAT", choices=["TREAT", "BTG", "ETREAT"])
     token.add_argument("--client", default="fhir-server-cli")
     token.add_argument("--expires", type=int, default=300)
+    token.add_argument("--operator", action="store_true",
+                       help="a system token that bypasses consent (administration, migration, conformance runs; audited)")
     keys = commands.add_parser("keys", help="the token signing keys")
     keys.add_argument("action", choices=["rotate", "list"])
 
@@ -195,7 +197,7 @@ def _auth_command(config: Config, args: argparse.Namespace) -> None:
     elif args.command == "token":
         issuer = _base(config)
         print(admin.mint_token(KeyRing(store), issuer, args.scope, args.fhir_user, args.patient, args.purpose,
-                               args.client, args.expires))
+                               args.client, args.expires, operator=args.operator))
     elif args.command == "keys":
         ring = KeyRing(store)
         if args.action == "rotate":

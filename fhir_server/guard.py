@@ -17,7 +17,7 @@ from .consent.model import ConsentRule, consent_rule
 from .consent.writes import check_write
 from .context import RequestContext
 from .resources import jsonio
-from .search.compile import Filter
+from .search.compile import Filter, conjunction
 from .search.index import index
 from .search.registry import compartments
 from .storage import Store
@@ -25,10 +25,7 @@ from .storage.search import stored_json
 
 
 def _and(*conditions: Filter | None) -> Filter | None:
-    present = [c for c in conditions if c]
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else {"$and": present}
+    return conjunction(*conditions) or None
 
 
 class Guard:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import binascii
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, Forbidden, MethodNotAllowed, PayloadTooLarge, Unprocessable
+from .errors import BadRequest, Forbidden, PayloadTooLarge, Unprocessable
 from .resources import documents, jsonio
 
 if TYPE_CHECKING:
@@ -20,13 +20,13 @@ _METADATA = ("status", "securityLabel", "meta", "text")
 
 def patched(rtype: str, before: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
     """The patched resource (resources/patch.py); a DocumentReference's patch may only change its
-    status, its security labels and its archive flag (405 otherwise, as PDSm says)."""
+    status, its security labels and its archive flag (422 otherwise: PDSm's business rule)."""
     from .resources.patch import apply_patch
 
     after = apply_patch(before, body, content_type)
     if rtype == "DocumentReference" and _content(before) != _content(after):
-        raise MethodNotAllowed("a document's metadata update may change only its status, securityLabel and "
-                               f"archive flag ({ARCHIVED})", headers={"Allow": "GET, PATCH"})
+        raise Unprocessable("a document's metadata update may change only its status, securityLabel and "
+                            f"archive flag ({ARCHIVED})")
     return after
 
 

@@ -136,7 +136,7 @@ def test_metadata_update_by_identifier(dmp: dict[str, Any]) -> None:
     assert patched.status_code == 200, patched.text
     assert patched.json()["meta"]["versionId"] == "2" and patched.json()["securityLabel"][0]["coding"][0]["code"] == "R"
     content = [{"op": "add", "path": "/description", "value": "rewritten"}]
-    assert_outcome(ehr.request("PATCH", criteria, json.dumps(content), headers=JSON_PATCH), 405, "not-supported")
+    assert_outcome(ehr.request("PATCH", criteria, json.dumps(content), headers=JSON_PATCH), 422, "processing")
     assert ehr.get(f"DocumentReference/{document['id']}").json()["meta"]["versionId"] == "2"
 
 

@@ -51,7 +51,6 @@ COMPARTMENT_RULE = "/<ctype>/<cid>/<rtype>"
 OPERATIONS: dict[str, tuple[str, tuple[tuple[str, str, Callable[..., object]], ...]]] = {
     "validate": ("http://hl7.org/fhir/OperationDefinition/Resource-validate", (
         ("type", "/<rtype>/$validate", views.validate_type),
-        ("system", "/$validate", views.validate_system),
     )),
     "everything": ("http://hl7.org/fhir/OperationDefinition/Patient-everything", (
         ("Patient", "/Patient/<rid>/$everything", views.everything),

@@ -186,12 +186,6 @@ def _bundle(result: pipeline.Result) -> Response:
     return negotiation.render(result.body, request, result.status)
 
 
-def validate_system() -> Response:
-    body = negotiation.require_json_body(request)
-    result = pipeline.validate_resource(_services(), _context(), body)
-    return negotiation.render(result.body, request, result.status)
-
-
 def validate_type(rtype: str) -> Response:
     body = negotiation.require_json_body(request)
     result = pipeline.validate_resource(_services(), _context(), body, rtype)

@@ -1,13 +1,15 @@
 """Validation on every write: the official R4 JSON schema, then the fhir.resources model, then the
-agreement of the resource with the URL. All findings go into one OperationOutcome.
+agreement of the resource with the URL (400, every finding in one OperationOutcome); then the DMP
+profiles the resource claims (422: valid FHIR that breaks the profile's rules).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Issue, InvalidResource
+from ..errors import Issue, InvalidResource, Unprocessable
 from .model import model_issues
 from .parse import ID_RE
+from .profiles import profile_issues
 from .schema import RESOURCE_TYPES, schema_issues
 
 
@@ -36,6 +38,9 @@ def validate(resource: dict[str, Any], rtype: str | None = None, rid: str | None
     issues = resource_issues(resource, rtype, rid)
     if issues:
         raise InvalidResource(issues[0].diagnostics, issues=issues)
+    issues = profile_issues(resource)
+    if issues:
+        raise Unprocessable(issues[0].diagnostics, issues=issues)
 
 
 __all__ = ["ID_RE", "resource_issues", "validate"]

@@ -33,11 +33,28 @@ class Compiled:
     checked: frozenset[str]  # ranged parameters whose multi-entry candidates ``match`` must confirm
 
 
+def conjunction(*conditions: Filter | None) -> Filter:
+    """All of ``conditions``, as one flat document where their fields do not clash: FerretDB serves
+    ``{"_id": x, ...}`` from its index but scans for ``{"$and": [{"_id": x}, ...]}`` (0.5 ms against
+    150 ms on 1,000 documents), and scans a flat filter faster than a nested one."""
+    flat: Filter = {}
+    rest: list[Filter] = []
+    pending = [c for c in conditions if c]
+    while pending:
+        condition = pending.pop(0)
+        if set(condition) == {"$and"}:
+            pending[:0] = [c for c in condition["$and"] if c]
+        elif set(condition) & (set(flat) | {"$and"}):
+            rest.append(condition)
+        else:
+            flat.update(condition)
+    if rest:
+        flat["$and"] = rest
+    return flat
+
+
 def _and(conditions: list[Filter]) -> Filter:
-    conditions = [c for c in conditions if c]
-    if not conditions:
-        return {}
-    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+    return conjunction(*conditions)
 
 
 def _or(conditions: list[Filter]) -> Filter:

@@ -59,6 +59,7 @@ class SearchParam:
     expression: str = ""
     targets: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    url: str = ""  # the SearchParameter's canonical (the official R4 definition)
 
     @property
     def sort_field(self) -> str:
@@ -80,6 +81,7 @@ def params_for(rtype: str) -> dict[str, SearchParam]:
         params[code] = SearchParam(
             code, entry["type"], entry["expression"], tuple(entry.get("target", ())),
             tuple(Component(c["code"], c["type"], c["expression"]) for c in entry.get("component", ())),
+            entry.get("url", ""),
         )
     return params
 

@@ -17,11 +17,12 @@ __all__ = ["AuthStore", "DatabaseUnavailable", "Store", "Version", "connect", "i
 def connect(uri: str, database: str, compress_above: int) -> Store:
     """A Store on ``uri``, indexing resources for search as it writes them. Writes are acknowledged
     only once journaled on a majority (durable)."""
+    from ..resources.identity import unique_identifiers
     from ..search.index import index
 
     client: MongoClient[Any] = MongoClient(uri, tz_aware=True, w="majority", journal=True,
                                            serverSelectionTimeoutMS=5000, appname="fhir-server")
-    return Store(client[database], compress_above, index)
+    return Store(client[database], compress_above, index, unique_identifiers)
 
 
 def sweep(store: Store, every: float) -> None:

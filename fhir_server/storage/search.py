@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..errors import BadRequest
-from ..search.compile import Compiled, Compiler, Filter, keyset_filter
+from ..search.compile import Compiled, Compiler, Filter, conjunction, keyset_filter
 from ..search.match import matches
 from ..search.parse import Clause, SearchQuery
 from .store import Store
@@ -70,7 +70,7 @@ class Searcher:
 
     def _visible(self, rtype: str, letters: str, *conditions: Filter) -> Filter:
         access = self.policy.clause(rtype, letters)
-        return {"$and": [{"d": False}, *conditions, *([access] if access else [])]}
+        return conjunction({"d": False}, *conditions, access)
 
     def _allowed(self, rtype: str, letters: str, docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         return (d for d in docs if self.policy.allows(rtype, letters, d))
@@ -131,7 +131,7 @@ class Searcher:
         and whether more exist beyond them."""
         condition = compiled.filter
         if after is not None:
-            condition = {"$and": [condition, keyset_filter(compiled.sort, after, reverse)]}
+            condition = conjunction(condition, keyset_filter(compiled.sort, after, reverse))
         sort = [(f, -d if reverse else d) for f, d in compiled.sort]
         found: list[dict[str, Any]] = []
         cursor = self.store.db[rtype].find(condition, self._projection(compiled, include_codes), sort=sort,
@@ -162,9 +162,9 @@ class Searcher:
         if not compiled.checked:
             return self.store.db[rtype].count_documents(compiled.filter)
         single = {f"search.{c}.n": {"$exists": False} for c in compiled.checked}
-        total = self.store.db[rtype].count_documents({"$and": [compiled.filter, single]})
+        total = self.store.db[rtype].count_documents(conjunction(compiled.filter, single))
         multi = {"$or": [{f"search.{c}.n": {"$exists": True}} for c in compiled.checked]}
-        for doc in self.store.db[rtype].find({"$and": [compiled.filter, multi]}, self._projection(compiled, set())):
+        for doc in self.store.db[rtype].find(conjunction(compiled.filter, multi), self._projection(compiled, set())):
             total += self._confirmed(rtype, compiled, query, doc)
         return total
 
@@ -177,8 +177,8 @@ class Searcher:
                 self._visible(rtype, "rs", {"_id": {"$in": ids}}), projection)
         else:  # one by one, by top-level _id equality: the lookup every server serves from its index
             access = self.policy.clause(rtype, "rs")
-            found = (self.store.db[rtype].find_one({"_id": rid, "d": False, **({"$and": [access]} if access else {})},
-                                                   projection) for rid in ids)
+            found = (self.store.db[rtype].find_one(conjunction({"_id": rid, "d": False}, access), projection)
+                     for rid in ids)
             docs = (d for d in found if d is not None)
         yield from self._allowed(rtype, "rs", docs)
 

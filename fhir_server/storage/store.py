@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import random
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from collections.abc import Callable, Iterator, Sequence
 import time
 import uuid
@@ -35,6 +35,7 @@ from pymongo.errors import DuplicateKeyError
 from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnavailable
 from ..resources.jsonio import base64_bytes, dumps
 from ..resources.version import Version, instant
+from ..search.compile import conjunction
 from . import transaction
 from .blobs import Blobs
 from .transaction import COMMITTED, DONE, Write
@@ -104,13 +105,16 @@ def _unpack(doc: dict[str, Any]) -> bytes | None:
 
 
 Indexer = Callable[[dict[str, Any]], dict[str, Any]]
+Unique = Callable[[str, dict[str, Any]], list[str]]  # (type, resource) -> identifiers no other may hold
 
 
 class Store:
     now = staticmethod(now)
 
-    def __init__(self, db: Database[Any], compress_above: int = 8 << 10, indexer: Indexer | None = None) -> None:
+    def __init__(self, db: Database[Any], compress_above: int = 8 << 10, indexer: Indexer | None = None,
+                 unique: Unique | None = None) -> None:
         self.db = db
+        self.unique = unique
         self.history = db[HISTORY]
         self.compress_above = compress_above
         self.indexer = indexer
@@ -186,7 +190,7 @@ class Store:
                 query = {**query, "v": {"$lt": after[0]}}
             else:
                 ts, last_id = datetime.fromisoformat(after[0]), after[1]
-                query = {"$and": [query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]}]}
+                query = conjunction(query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]})
         sort = [("v", DESCENDING)] if instance else [("ts", DESCENDING), ("_id", DESCENDING)]
         docs = list(self.history.find(query, sort=sort, limit=count + 1))
         versions = [self._history_version(d) for d in docs[:count]]
@@ -217,12 +221,12 @@ class Store:
             end = _ceil_ms(end)
             # current at some point of [start, end): written before its end, superseded after its start
             clauses += [{"ts": {"$lt": end}}, {"$or": [{"until": None}, {"until": {"$gt": start}}]}]
-        return {"$and": [query, *clauses]} if clauses else query
+        return conjunction(query, *clauses)
 
     def find_current(self, rtype: str, query: dict[str, Any], projection: dict[str, int]
                      ) -> Iterator[dict[str, Any]]:
         """Current, undeleted documents of a type matching ``query`` (only the ``projection`` fields)."""
-        yield from self.db[rtype].find({"$and": [{"d": False}, query]}, projection)
+        yield from self.db[rtype].find(conjunction({"d": False}, query), projection)
 
     def current_by_ids(self, rtype: str, ids: Sequence[str]) -> Iterator[dict[str, Any]]:
         """The current, undeleted resources with these ids, parsed. A few ids are fetched one by one:
@@ -268,6 +272,11 @@ class Store:
 
     def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
                method: str, by: Sequence[str] = ()) -> tuple[Version, bool]:
+        with self.claiming([(rtype, rid, resource)]):
+            return self._write_version(rtype, rid, resource, if_match=if_match, method=method, by=by)
+
+    def _write_version(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
+                       method: str, by: Sequence[str]) -> tuple[Version, bool]:
         current_coll = self.db[rtype]
         search = self.search_of(rtype, rid, resource)
         for attempt in range(MAX_WRITE_ATTEMPTS):
@@ -297,7 +306,29 @@ class Store:
     def commit(self, writes: Sequence[Write], by: Sequence[str] = ()) -> list[Version]:
         """Store all of ``writes`` or none of them, and no reader ever sees part of them
         (storage/transaction.py)."""
-        return transaction.commit(self, writes, by, self.transaction_timeout)
+        with self.claiming([(w.type, w.id, w.resource) for w in writes]):
+            return transaction.commit(self, writes, by, self.transaction_timeout)
+
+    @contextmanager
+    def claiming(self, writes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> Iterator[None]:
+        """Writes that give a resource an identifier no other may hold (``unique``: a Patient's INS)
+        take turns on it; one that another current resource holds already is a 409 (Conflict)."""
+        claims: dict[tuple[str, str], str] = {}
+        for rtype, rid, resource in writes:
+            for key in self.unique(rtype, resource) if self.unique and resource is not None else ():
+                holder = claims.setdefault((rtype, key), rid)
+                if holder != rid:
+                    raise Conflict(f"{rtype}/{holder} and {rtype}/{rid} would both hold the identifier {key}")
+        with ExitStack() as held:
+            for rtype, key in sorted(claims):  # one order for every writer: no deadlock
+                held.enter_context(self.lock(f"identifier|{rtype}|{key}"))
+            for (rtype, key), rid in claims.items():
+                for doc in self.find_current(rtype, {"search.identifier.k": key, "_id": {"$ne": rid}},
+                                             {"json": 1, "z": 1}):
+                    body = _unpack(doc)  # the index has the identifier; is it one in force there?
+                    if body is not None and self.unique and key in self.unique(rtype, orjson.loads(body)):
+                        raise Conflict(f"the identifier {key} is {rtype}/{doc['_id']}'s already")
+            yield
 
     def consistent(self, run: Callable[[], T]) -> T:
         """``run`` (a search) on a state no transaction is half-way through: run again when one
@@ -383,7 +414,7 @@ class Store:
             if held is not None and (now() - held["ts"]).total_seconds() > LOCK_STALE_SECONDS:
                 self.db["markers"].delete_one({"_id": marker, "ts": held["ts"]})
             elif time.monotonic() > deadline:
-                raise Conflict(f"busy with the same conditional operation: {key}; try again")
+                raise Conflict(f"busy: another request holds {key}; try again")
             else:
                 time.sleep(random.uniform(0.002, 0.01))
         try:

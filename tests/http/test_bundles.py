@@ -332,8 +332,8 @@ def _two_changes_of_one_resource(fhir: Fhir) -> dict[str, Any]:
 
 SAME_URN = urn()
 INVALID: list[tuple[str, Any, tuple[int, ...], int | None]] = [
-    ("missing fullUrl", bundle({"resource": patient(ident()), "request": {"method": "POST", "url": "Patient"}}),
-     (400, 422), 0),
+    ("missing fullUrl on a PUT", bundle({"resource": patient(ident(), id="nofullurl"),
+                                         "request": {"method": "PUT", "url": "Patient/nofullurl"}}), (400, 422), 0),
     ("collection bundle", bundle(entry("POST", "Patient", patient(ident())), kind="collection"), (400, 422), None),
     ("searchset bundle", bundle(entry("POST", "Patient", patient(ident())), kind="searchset"), (400, 422), None),
     ("not a bundle", patient(ident()), (400, 405, 422), None),
@@ -539,3 +539,14 @@ def test_capability_statement_advertises_bundles_patch_and_conditionals(fhir: Fh
         assert {"patch", "update", "delete", "create"} <= {i["code"] for i in resource["interaction"]}
         assert resource["conditionalCreate"] is True and resource["conditionalUpdate"] is True
         assert resource["conditionalDelete"] == "single"
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_a_post_entry_may_have_no_full_url(fhir: Fhir, kind: str) -> None:
+    """Bundle.entry.fullUrl: "fullUrl can be empty on a POST" (nothing in the bundle can refer to it)."""
+    value = ident()
+    response = fhir.post("", bundle({"resource": patient(value), "request": {"method": "POST", "url": "Patient"}},
+                                    kind=kind))
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"].startswith("201")
+    assert fhir.get(f"Patient?identifier={SYSTEM}|{value}").json()["total"] == 1

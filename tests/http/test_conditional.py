@@ -356,14 +356,14 @@ def document(value: str) -> dict[str, Any]:
     fhirpath_patch(op("replace", "DocumentReference.description", valueString="autre chose")),
     [{"op": "add", "path": "/extension", "value": [{"url": "urn:other", "valueBoolean": True}]}],
 ], ids=["description", "content", "status and type", "fhirpath description", "another extension"])
-def test_document_patch_of_content_is_405(fhir: Fhir, db: Any, body: Any) -> None:
+def test_document_patch_of_content_is_422(fhir: Fhir, db: Any, body: Any) -> None:
     value = ident()
     rid = create(fhir, document(value))
     before = snapshot(db)
-    assert_outcome(patch(fhir, f"DocumentReference/{rid}", body), 405)
+    assert_outcome(patch(fhir, f"DocumentReference/{rid}", body), 422, "processing")
     assert snapshot(db) == before
     assert version(fhir, f"DocumentReference/{rid}") == "1"
-    assert_outcome(patch(fhir, f"DocumentReference?{criteria(value)}", body), 405)
+    assert_outcome(patch(fhir, f"DocumentReference?{criteria(value)}", body), 422, "processing")
 
 
 def test_document_patch_of_metadata_is_200(fhir: Fhir) -> None:

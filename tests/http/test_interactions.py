@@ -197,7 +197,7 @@ def test_validate_operation_stores_nothing(fhir: Fhir, db: Any) -> None:
     assert ok.json()["issue"][0]["severity"] == "information"
     bad = fhir.post("Patient/$validate", {**PATIENT, "gender": "femme"}).json()
     assert bad["issue"][0]["severity"] == "error" and bad["issue"][0]["expression"] == ["Patient.gender"]
-    wrapped = fhir.post("$validate", {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {**PATIENT, "active": "yes"}}]}).json()
+    wrapped = fhir.post("Patient/$validate", {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {**PATIENT, "active": "yes"}}]}).json()
     assert wrapped["issue"][0]["expression"] == ["Patient.active"]
     assert db["history"].count_documents({}) == before
 
@@ -217,3 +217,16 @@ def test_decimal_precision_is_preserved(fhir: Fhir) -> None:
     for response in (created, fhir.get(f"Observation/{rid}"), fhir.get(f"Observation/{rid}", params={"_pretty": "true"}),
                      fhir.get(f"Observation/{rid}/_history"), fhir.get(f"Observation/{rid}", params={"_elements": "value,referenceRange"})):
         assert b"1.50" in response.content and b"0.1234567890123456789" in response.content, response.text
+
+
+def test_a_trailing_slash_names_the_same_endpoint(fhir: Fhir) -> None:
+    """fhir-kit-client and fhirpy post bundles to ``[base]/``; ``[type]/`` is a search like ``[type]``."""
+    created = fhir.post("Patient", {"resourceType": "Patient", "name": [{"family": "Slash"}]}).json()
+    batch = {"resourceType": "Bundle", "type": "batch",
+             "entry": [{"request": {"method": "GET", "url": f"Patient/{created['id']}"}}]}
+    response = fhir.http.post(fhir.base + "/", json=batch, headers={"Content-Type": FHIR_JSON})
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["resource"]["id"] == created["id"]
+    found = fhir.get(f"Patient/?_id={created['id']}").json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [created["id"]]
+    assert fhir.get(f"Patient/{created['id']}/").json()["id"] == created["id"]
