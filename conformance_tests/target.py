@@ -91,7 +91,7 @@ def start_own_server(timeout: float = 120.0) -> Target:
                 raise RuntimeError(f"the server did not answer {base}/metadata within {timeout:.0f}s")
             time.sleep(0.2)
         minted = subprocess.run([sys.executable, "-m", "fhir_server.cli", "token", "--scope", "system/*.cruds",
-                                 "--expires", "7200"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                 "--expires", "7200", "--operator"], cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=120)
         if minted.returncode != 0 or not minted.stdout.strip():
             raise RuntimeError(f"fhir-server token failed: {minted.stderr[-2000:]}")

@@ -140,7 +140,8 @@ class Validator:
         # stderr (HAPI's logging) goes to a file: a pipe nobody reads could fill and block the JVM.
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
         self._process = subprocess.Popen(
-            [_tool("java"), "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath, MAIN_CLASS,
+            [_tool("java"), "-Xmx2g", "-XX:+UseSerialGC",  # bounded: the JVM would take a quarter of the RAM
+             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath, MAIN_CLASS,
              *map(str, self.profiles)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8",
             bufsize=1)

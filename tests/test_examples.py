@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from conformance_tests.validator import Validator
 from examples import cast, demo, dmp
 from examples.load import load
 from fhir_server.consent.model import consent_rule
 from fhir_server.resources.documents import check_provide_bundle, is_provide_bundle
+from fhir_server.resources.profiles import DATA as PROFILES, conformance_resources
 from fhir_server.resources.validation import resource_issues
 from tests.conftest import ROOT, LiveServer, own_server
 from tests.documents_fixtures import bundle_binaries
@@ -97,6 +99,22 @@ def test_every_resource_and_bundle_validates_in_process() -> None:
             assert not errors, (resource["resourceType"], errors)
         if is_provide_bundle(bundle):
             assert check_provide_bundle(bundle, bundle_binaries(bundle)) == []
+
+
+def test_the_hl7_validator_finds_no_error_in_the_example_dmp() -> None:
+    """The HAPI FHIR validator (conformance_tests/validator/), offline, with the R4 core and the DMP
+    profiles the resources claim: every transaction Bundle, its resources included, without an error.
+    A Patient breaking its profile is an error there too: the validator does read our profiles."""
+    bundles = dmp.build(TODAY)
+    with Validator(PROFILES) as validator:
+        assert validator.loaded == len(conformance_resources())
+        errors = {f"{b['entry'][0]['fullUrl']}: {i.location}: {i.message}"
+                  for b in bundles for i in validator.validate(b).of("error", "fatal")}
+        assert not errors, sorted(errors)[:20]
+        patient = next(r for r in _resources(bundles) if r["resourceType"] == "Patient")
+        twice = {**patient, "identifier": [*patient["identifier"], {"use": "official", "system": "urn:oid:1.2.3",
+                                                                    "value": "x"}]}
+        assert any("dmp-pat-1" in i.message for i in validator.validate(twice).of("error"))
 
 
 def test_generate_is_deterministic_and_distinct() -> None:
