@@ -70,7 +70,7 @@ def _base(ctx: RequestContext, profile: str, event_type: dict[str, str], subtype
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "meta": {"profile": [BALP + profile]},
-        "type": event_type, "subtype": subtypes, "action": action,
+        "type": event_type, **({"subtype": subtypes} if subtypes else {}), "action": action,
         "recorded": instant(datetime.now(UTC)), "outcome": OUTCOME[outcome],
         "purposeOfEvent": [{"coding": [_coding(ACT_REASON, ctx.who.purpose)]}],
         "agent": _agents(ctx, ctx.base_url, client_address),
@@ -112,6 +112,8 @@ def rest(ctx: RequestContext, interaction: str, patients: Iterable[str], referen
             event["entity"].append({"type": _coding(ENTITY_TYPE, "2", "System Object"),
                                     "role": _coding(OBJECT_ROLE, "24", "Query"),
                                     "query": base64.b64encode(query.encode()).decode()})
+        if not event["entity"]:
+            del event["entity"]  # FHIR has no empty arrays
         events.append(event)
     return events
 
@@ -139,8 +141,10 @@ def emergency_started(ctx: RequestContext, patient: str, client_address: str | N
 
 def authentication_refused(ctx: RequestContext, reason: str, client_address: str | None = None) -> dict[str, Any]:
     """A request refused for want of a valid access token: a security alert (user authentication failed)."""
-    return _base(ctx, "SecurityAlert", _coding(DCM, "110114", "User Authentication"), [_coding(DCM, "110122", "Login")],
-                 "E", "minor", client_address, reason)
+    event = _base(ctx, "SecurityAlert", _coding(DCM, "110114", "User Authentication"),
+                  [_coding(DCM, "110122", "Login")], "E", "minor", client_address, reason)
+    del event["entity"]  # no record was reached
+    return event
 
 
 def first_access_notice(ctx: RequestContext, patient: str) -> dict[str, Any]:
