@@ -10,7 +10,8 @@ block), so a second run tells the story of a record that has already lived the f
 
 Steps: a GP reads her patient's record; the hospital feeds a discharge letter (ITI-65); the patient
 masks it and blocks a specialist, who then sees nothing; an emergency physician breaks the glass for a
-patient who did not refuse it (and not for one who did); the patient reads who accessed her record.
+patient who did not refuse it (and not for one who did); the patient reads who accessed her record; a
+child's mother, registered as his legal representative, opens his record (a token's claim alone does not).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: the checkout's root holds the 
 
 from examples import dmp  # noqa: E402
 from examples.pdf import pdf  # noqa: E402
-from examples.resources import ID_NAT_PS, Document, provide_bundle  # noqa: E402
+from examples.resources import ID_NAT_PS, Document, business_id, provide_bundle  # noqa: E402
 
 FHIR_JSON = "application/fhir+json"
 Out = Callable[[str], None]
@@ -226,6 +227,21 @@ class Story:
         for (who, mode, result), when in list(grouped.items())[:10]:
             self.say(f"   {who[:34]:<34} {mode:<6} {result:<8} {len(when):>3} time(s), last {when[0][:16]}")
 
+    def representative(self, lucas: str) -> None:
+        self.say("7. Camille MOREAU opens the record of her son Lucas, 12, as his legal representative")
+        mother = business_id("lucas/mother")
+        [camille] = self.directory.search(f"RelatedPerson?identifier={mother['system']}|{mother['value']}")
+        period = camille.get("period", {})
+        me = Fhir(self.base, self.tokens.token("patient/*.rs", fhir_user=f"RelatedPerson/{camille['id']}",
+                                               patient=lucas, client_id="demo-app"))
+        self.outcome["representative_sees"] = len(me.search(f"DocumentReference?patient={lucas}"))
+        self.say(f"   registered in his record ({period.get('start')} to {period.get('end')}, his majority): "
+                 f"{self.outcome['representative_sees']} documents")
+        claim = Fhir(self.base, self.tokens.token("patient/*.rs", fhir_user="RelatedPerson/not-registered",
+                                                  patient=lucas, client_id="demo-app"))
+        self.outcome["claim_alone_reads_patient"] = claim.get(f"Patient/{lucas}").status_code
+        self.say(f"   a token that only claims to represent him: HTTP {self.outcome['claim_alone_reads_patient']}")
+
 
 def play(base: str, tokens: DatabaseTokens, out: Out = print) -> dict[str, Any]:
     """Play the story; returns what each step observed (the test checks it)."""
@@ -236,6 +252,7 @@ def play(base: str, tokens: DatabaseTokens, out: Out = print) -> dict[str, Any]:
     story.patient_masks_and_blocks(jeanne, letter)
     story.emergency(robert, gerard)
     story.access_history(jeanne)
+    story.representative(story.patient("lucas"))
     return story.outcome
 
 

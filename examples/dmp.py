@@ -212,10 +212,16 @@ class Record:
                          "subscriberId": self.ins["value"], "beneficiary": {"reference": self.local},
                          "payor": [organization_ref("cpam")]})
         if "minor" in p.settings:
+            # registered as his legal representative as $register-representative writes it (RoleCode GUARD,
+            # active, a period): from his birth to his majority; her token opens his record only so
+            majority = date(self.birth.year + 18, self.birth.month, 1) + timedelta(days=self.birth.day - 1)
             self.record.add({"resourceType": "RelatedPerson", "identifier": [business_id(self.key("mother"))],
                              "active": True, "patient": {"reference": self.local},
                              "relationship": [coding("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "MTH", "Mère"),
-                                              {"text": "Représentante légale (autorité parentale)"}],
+                                              {**coding("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "GUARD",
+                                                        "guardian"),
+                                               "text": "Représentante légale (autorité parentale)"}],
+                             "period": {"start": self.birth.isoformat(), "end": majority.isoformat()},
                              "name": [{"family": p.family, "given": ["Camille"]}], "gender": "female",
                              "telecom": [{"system": "phone", "value": "+33 6 12 34 56 78", "use": "mobile"}]})
 

@@ -1,17 +1,24 @@
 """The patient's controls over their DMP, as operations on ``Patient/{id}`` (DMP.md rules 2, 4, 7, 9, 10):
 mask / unmask a document, block / unblock a professional, authorise / revoke one, allow / refuse an
-emergency mode, close / reopen the record. Each is a plain FHIR write the server makes on the
-patient's behalf (a Consent, a DocumentReference label, Patient.active): versioned and audited like any.
+emergency mode, close / reopen the record, register / revoke a legal representative. Each is a plain
+FHIR write the server makes on the patient's behalf (a Consent, a DocumentReference label,
+Patient.active, a RelatedPerson): versioned and audited like any.
 
-Who may act (rule 10): the patient, their legal representative, an operator; a professional only to
-record an authorisation after informing the patient.
+A legal representative is registered on the patient's RelatedPerson itself, so the record says who
+represents whom: the coding ``engine.LEGAL_REPRESENTATIVE`` (RoleCode GUARD) in ``relationship``,
+``active: true``, ``period.start`` now and, optionally, an ``end`` (a minor's majority). Revoking sets
+``active: false`` and ends the period. A representative's token opens the record only while that
+registration is in force (consent/engine.py), from the next request on.
+
+Who may act (rule 10): the patient, their registered legal representative, an operator; a professional
+only to record an authorisation after informing the patient.
 """
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from .consent.engine import MASKED, VISIBILITY_SYSTEMS
+from .consent.engine import LEGAL_REPRESENTATIVE, MASKED, VISIBILITY_SYSTEMS, representative
 from .consent.model import consent_rule
 from .context import RequestContext
 from .errors import BadRequest, Forbidden, NotFound
@@ -19,10 +26,12 @@ from .pipeline import Result, Services, audit_write, writer
 from .resources import jsonio
 from .resources.parse import check_id, parse_resource
 from .resources.version import instant
+from .search.dates import parse_period
 
 PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-ACTIONS = ("mask", "unmask", "block", "unblock", "authorize", "revoke", "emergency", "close", "reopen")
+ACTIONS = ("mask", "unmask", "block", "unblock", "authorize", "revoke", "emergency", "close", "reopen",
+           "register-representative", "revoke-representative")
 
 
 def _parameters(body: bytes, svc: Services) -> dict[str, Any]:
@@ -65,10 +74,10 @@ def _consent(ctx: RequestContext, patient: str, kind: str, actor: str | None = N
 
 def act(svc: Services, ctx: RequestContext, rid: str, action: str, body: bytes) -> Result:
     check_id(rid)
-    own = ctx.who.kind in ("patient", "representative") and ctx.who.patient == rid
     operator = ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)
-    if not (own or operator or (action == "authorize" and ctx.who.kind == "practitioner")):
-        raise Forbidden(f"only the patient or their legal representative may {action} (rule 10)")
+    informed = action == "authorize" and ctx.who.kind == "practitioner"
+    if not (operator or informed or svc.guard(ctx, [rid]).acts_for(rid)):
+        raise Forbidden(f"only the patient or their registered legal representative may {action} (rule 10)")
     patient = svc.store.read("Patient", rid)
     if patient is None or patient.deleted or patient.json is None:
         raise NotFound(f"Patient/{rid} is not known")
@@ -85,6 +94,8 @@ def act(svc: Services, ctx: RequestContext, rid: str, action: str, body: bytes) 
         "emergency": lambda: _emergency(svc, ctx, rid, params),
         "close": lambda: _active(svc, ctx, rid, False),
         "reopen": lambda: _active(svc, ctx, rid, True),
+        "register-representative": lambda: _represent(svc, ctx, rid, _related(params), _end(params)),
+        "revoke-representative": lambda: _represent(svc, ctx, rid, _related(params), None, revoke=True),
     }[action]()
     return Result(200, {"resourceType": "Parameters", "parameter": [
         {"name": "changed", "valueReference": {"reference": ref}} for ref in changed]})
@@ -155,3 +166,46 @@ def _active(svc: Services, ctx: RequestContext, patient: str, active: bool) -> l
     current = svc.store.read("Patient", patient)
     resource = jsonio.loads(current.json)
     return [_update(svc, ctx, {**resource, "active": active}, current)]
+
+
+def _related(params: dict[str, Any]) -> str:
+    return _reference(params, "relatedPerson", "RelatedPerson")
+
+
+def _end(params: dict[str, Any]) -> str | None:
+    """The optional ``end`` of a registration (a date or dateTime in the future: a minor's majority)."""
+    end = params.get("end")
+    if end is None:
+        return None
+    try:
+        if not isinstance(end, str) or parse_period(end)[1] <= datetime.now(UTC):
+            raise ValueError(end)
+    except (ValueError, BadRequest):
+        raise BadRequest("parameter 'end' must be a date or dateTime in the future") from None
+    return end
+
+
+def _represent(svc: Services, ctx: RequestContext, patient: str, reference: str, end: str | None,
+               revoke: bool = False) -> list[str]:
+    """Register (or revoke) a RelatedPerson of this patient as their legal representative."""
+    current = svc.store.read("RelatedPerson", reference.split("/", 1)[1])
+    if current is None or current.deleted or current.json is None or f"Patient/{patient}" not in (current.compartments or ()):
+        raise NotFound(f"{reference} is not a RelatedPerson of Patient/{patient}")
+    person = jsonio.loads(current.json)
+    registered = representative(person)
+    moment = datetime.now(UTC)
+    now = instant(moment)
+    if revoke:
+        if registered is None:
+            return []  # nothing registered: like $revoke of an absent authorisation
+        start = (registered.period or (None, None))[0]
+        period = {**(person.get("period") or {}), "end": now, **({"start": now} if start and start > moment else {})}
+        return [_update(svc, ctx, {**person, "active": False, "period": period}, current)]
+    system, code = LEGAL_REPRESENTATIVE
+    relationship = list(person.get("relationship") or [])
+    if not any(x.get("system") == system and x.get("code") == code
+               for concept in relationship for x in concept.get("coding") or []):
+        relationship.append({"coding": [{"system": system, "code": code, "display": "guardian"}],
+                             "text": "Représentant légal"})
+    period = {"start": now, **({"end": end} if end else {})}
+    return [_update(svc, ctx, {**person, "relationship": relationship, "active": True, "period": period}, current)]

@@ -3,8 +3,9 @@ rules with the patients' Consents (consent/engine.py), over the facts this modul
 
 Every read path asks the same two questions (ARCHITECTURE.md rules 5 and 6): ``clause(type)``, ANDed
 into each query so that counts and pages stay true, and ``permits(type, ...)`` for each resource
-before it leaves. The facts (which patients' records the caller may open, and their Consents) are
-loaded once per request and never cached across requests, so a Consent change applies to the next one.
+before it leaves. The facts (which patients' records the caller may open, their Consents, and, for a
+representative caller only, the registered legal representatives) are loaded once per request and never
+cached across requests, so a Consent change or a revoked representative applies to the next one.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .auth import access
-from .consent.engine import Access, PatientFacts, Settings, patients_in
+from .consent.engine import Access, PatientFacts, Settings, patients_in, representative
 from .consent.model import ConsentRule, consent_rule
 from .consent.writes import check_write
 from .context import RequestContext
@@ -93,14 +94,27 @@ class Guard:
             if team.get("status") in (None, "active"):
                 teams.setdefault(subject, set()).update(
                     (p.get("member") or {}).get("reference", "") for p in team.get("participant") or ())
+        representatives: dict[str, list[Any]] = {}
+        if self.who.kind == "representative":  # only their decision depends on it: nobody else pays the query
+            for person in self.store.current_resources("RelatedPerson", {"compartments": {"$in": refs}}):
+                if (found := representative(person)) is not None:
+                    representatives.setdefault(found.patient, []).append(found)
         facts = {}
         for patient in self.store.current_by_ids("Patient", sorted(patients)):
             pid = str(patient["id"])
             facts[pid] = PatientFacts(
                 pid, open=patient.get("active") is not False,
                 treating=frozenset(g.get("reference", "") for g in patient.get("generalPractitioner") or ()),
-                care_team=frozenset(teams.get(pid, ())), consents=tuple(consents.get(pid, ())))
+                care_team=frozenset(teams.get(pid, ())), consents=tuple(consents.get(pid, ())),
+                representatives=tuple(representatives.get(pid, ())))
         return facts
+
+    def acts_for(self, patient: str) -> bool:
+        """Rule 10: is the caller the patient, or their registered legal representative (in force now)?"""
+        if self.who.kind == "patient":
+            return self.who.patient == patient
+        return self.who.kind == "representative" and self.who.patient == patient and \
+            self.consent([patient]).record(patient) == "representative"
 
     # -- decisions ----------------------------------------------------------------------------------
 

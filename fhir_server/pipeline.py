@@ -503,11 +503,11 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
 
 def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[str, str]]) -> Result:
     """``Patient/{id}/$access-history``: who accessed the record, newest first, paged; for the patient,
-    their legal representative, or an operator. Built from the audit trail (requestors only)."""
+    their registered legal representative, or an operator. Built from the audit trail (requestors only)."""
     check_id(rid)
-    own = ctx.who.kind in ("patient", "representative") and ctx.who.patient == rid
-    if not (own or ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)):
-        raise Forbidden("a record's access history is for its patient or their legal representative")
+    operator = ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)
+    if not (operator or svc.guard(ctx, [rid]).acts_for(rid)):
+        raise Forbidden("a record's access history is for its patient or their registered legal representative")
     kept = [(k, v) for k, v in params if k in ("_count", "_cursor")]
     body, _ = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$access-history", ("AuditEvent",),
                             [("_sort", "-date"), *kept], compartment=("Patient", rid), policy=svc.guard(ctx, [rid]))

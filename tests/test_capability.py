@@ -113,4 +113,4 @@ def test_every_advertised_operation_works(fhir: Fhir) -> None:
                 history = fhir.get(f"Patient/{rid}/$access-history").json()
                 assert history["resourceType"] == "Parameters" and history["parameter"][0]["name"] == "access"
     assert names == {"validate", "everything", "access-history", "mask", "unmask", "block", "unblock", "authorize",
-                     "revoke", "emergency", "close", "reopen"}
+                     "revoke", "emergency", "close", "reopen", "register-representative", "revoke-representative"}

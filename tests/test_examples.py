@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from conformance_tests.validator import Validator
 from examples import cast, demo, dmp
 from examples.load import load
+from fhir_server.consent.engine import representative
 from fhir_server.consent.model import consent_rule
 from fhir_server.resources.documents import check_provide_bundle, is_provide_bundle
 from fhir_server.resources.profiles import DATA as PROFILES, conformance_resources
@@ -69,6 +70,14 @@ def test_deterministic_and_shaped_as_the_brief_says() -> None:
     for r in resources:
         if r["resourceType"] == "Binary":
             assert r["contentType"] == "application/pdf"
+
+
+def test_the_minor_s_mother_is_registered_as_the_server_reads_it() -> None:
+    [mother] = [r for r in _resources(dmp.build(TODAY)) if r["resourceType"] == "RelatedPerson"]
+    found = representative({**mother, "id": "m", "patient": {"reference": "Patient/lucas"}})
+    assert found is not None and found.period is not None
+    start, end = found.period
+    assert start is not None and end is not None and start <= datetime.now(UTC) <= end
 
 
 def test_privacy_consents_read_as_the_server_reads_its_own() -> None:
@@ -185,6 +194,8 @@ def test_the_demo_plays_its_story(server: LiveServer, loaded: dict[str, Any]) ->
     who = " ".join(outcome["history_who"])
     assert "MOREL" in who and "ROUX" in who
     assert "4" in outcome["history_outcomes"]  # a refusal (outcome 4) is in the history too
+    # 7. the registered mother reads her son's record; a token's claim alone opens nothing
+    assert outcome["representative_sees"] > 0 and outcome["claim_alone_reads_patient"] == 404
 
 
 def test_demo_runs_as_a_script(server: LiveServer, loaded: dict[str, Any]) -> None:

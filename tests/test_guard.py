@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fhir_server.auth.scopes import parse_scopes
-from fhir_server.consent.engine import Access, PatientFacts, Settings, habilitation_grid
+from fhir_server.consent.engine import Access, PatientFacts, Settings, habilitation_grid, representative
 from fhir_server.consent.model import consent_rule
 from fhir_server.context import Identity
 from tests.conftest import Fhir, LiveServer, own_server
@@ -18,6 +18,7 @@ from tests.conftest import Fhir, LiveServer, own_server
 VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
 PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
 RECENT = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+ROLE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 
 
 def _consent(patient: str, kind: str, actor: str | None = None, purpose: str | None = None) -> dict[str, Any]:
@@ -80,6 +81,16 @@ class Dmp:
                      _document(minor, ref["auth"]), _document(minor, ref["auth"], labels=("INVISIBLE_REPRESENTANTS_LEGAUX",)),
                      _document(self.p["closed"], ref["mt"]), _document(self.p["nobtg"], ref["auth"])):
             create(body)
+        # the minor's mother, registered as legal representative (what $register-representative writes);
+        # his father, a RelatedPerson too but not registered: his token's claim alone opens nothing
+        self.related = {
+            "mother": create({"resourceType": "RelatedPerson", "active": True, "patient": {"reference": f"Patient/{minor}"},
+                              "relationship": [{"coding": [{"system": ROLE, "code": "MTH"}]},
+                                               {"coding": [{"system": ROLE, "code": "GUARD"}]}],
+                              "period": {"start": "2015-03-02", "end": "2033-03-02"}}),
+            "father": create({"resourceType": "RelatedPerson", "active": True, "patient": {"reference": f"Patient/{minor}"},
+                              "relationship": [{"coding": [{"system": ROLE, "code": "FTH"}]}]}),
+        }
         for patient in self.p.values():
             create({"resourceType": "Observation", "status": "final", "code": {"text": "glycémie"},
                     "subject": {"reference": f"Patient/{patient}"}})
@@ -94,7 +105,8 @@ class Dmp:
         dr["regul"]["purpose"] = "ETREAT"
         return {
             "patient": {"fhir_user": f"Patient/{self.p['adult']}"},
-            "representative": {"fhir_user": "RelatedPerson/parent", "patient": self.p["minor"]},
+            "representative": {"fhir_user": f"RelatedPerson/{self.related['mother']}", "patient": self.p["minor"]},
+            "unregistered": {"fhir_user": f"RelatedPerson/{self.related['father']}", "patient": self.p["minor"]},
             **{f"dr_{k}": v for k, v in dr.items()},
             "ehr": {"client_id": "ehr-feeder", "operator": False},
         }
@@ -114,7 +126,9 @@ class Dmp:
             rules = tuple(r for body in self.resources.values() if (r := consent_rule(body)) and r.patient == pid)
             found[pid] = PatientFacts(pid, open=patient.get("active") is not False,
                                       treating=frozenset(g["reference"] for g in patient.get("generalPractitioner", [])),
-                                      consents=rules)
+                                      consents=rules, representatives=tuple(
+                                          r for body in self.resources.values()
+                                          if (r := representative(body)) and r.patient == pid))
         return found
 
     def expected(self, claims: dict[str, Any], rtype: str, patient: str | None = None) -> set[str]:
@@ -175,7 +189,7 @@ def _ids(bundle: dict[str, Any], mode: str = "match") -> set[str]:
             if e.get("search", {}).get("mode", "match") == mode}
 
 
-ACTORS = ["patient", "representative", "dr_mt", "dr_auth", "dr_blocked", "dr_none", "dr_btg", "dr_regul",
+ACTORS = ["patient", "representative", "unregistered", "dr_mt", "dr_auth", "dr_blocked", "dr_none", "dr_btg", "dr_regul",
           "dr_podo", "ehr"]
 
 
@@ -222,6 +236,28 @@ def test_every_read_path_answers_exactly_what_the_rules_allow(dmp: Dmp, live: Li
     for ref, entry in zip(documents, batch.json()["entry"]):
         readable = any(ref in dmp.expected(claims, "DocumentReference", p) for p in dmp.p.values())
         assert entry["response"]["status"].split()[0] == ("200" if readable else "404"), (actor, ref, entry)
+
+
+def test_a_representative_acts_only_while_registered(dmp: Dmp, server: LiveServer) -> None:
+    """The token's claim (kind representative, patient) is not enough: the record must hold the registration,
+    for reads and writes alike; and the registration itself is not a professional's to write."""
+    minor, actors = dmp.p["minor"], dmp.actors()
+    assert dmp.expected(actors["representative"], "DocumentReference", minor)  # the matrix is not vacuous
+    assert dmp.expected(actors["unregistered"], "DocumentReference", minor) == set()
+    mother = server.client("patient/*.cruds", **actors["representative"])
+    father = server.client("patient/*.cruds", **actors["unregistered"])
+    assert mother.get(f"Patient/{minor}").status_code == 200
+    assert father.get(f"Patient/{minor}").status_code == 404
+    assert father.get(f"Patient/{minor}/$access-history").status_code == 403
+    assert father.post("Consent", _consent(minor, "deny", f"Practitioner/{dmp.dr['auth']}")).status_code == 403
+    # a professional may not register a representative by writing the RelatedPerson (rule 10)
+    doctor = server.client("user/*.cruds", **actors["dr_auth"])
+    father_ref = f"RelatedPerson/{dmp.related['father']}"
+    body = {**dmp.resources[father_ref], "relationship": [{"coding": [{"system": ROLE, "code": "GUARD"}]}]}
+    refused = doctor.put(father_ref, body)
+    assert refused.status_code == 403, refused.text
+    assert server.client().get(father_ref).json()["meta"]["versionId"] == dmp.resources[father_ref]["meta"]["versionId"]
+    assert father.get(f"Patient/{minor}").status_code == 404
 
 
 def test_emergency_access_opens_only_the_record_it_names(dmp: Dmp, server: LiveServer) -> None:

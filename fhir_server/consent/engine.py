@@ -2,9 +2,11 @@
 for one request: which patients' records the caller may open, and which resources of them it may see.
 
 Inputs: the caller's Identity, the facts of the patients concerned (DMP open or closed, treating
-physician, care team, active privacy Consents) and the Settings. Outputs: ``Access.clause(type)``, a
-filter ANDed into every query (patients whose record is open to the caller, masked documents left
-out), and ``Access.permits(type, resource, compartments)`` for every resource before it leaves. Pure.
+physician, care team, active privacy Consents, registered legal representatives) and the Settings.
+Outputs: ``Access.clause(type)``, a filter ANDed into every query (patients whose record is open to
+the caller, masked documents left out), and ``Access.permits(type, resource, compartments)`` for
+every resource before it leaves. Both come from ``Access.record(patient)``, the caller's standing to
+one record. Pure.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from ..context import Identity
 from ..search.registry import compartments
-from .model import ConsentRule, Provision
+from .model import ConsentRule, Provision, period_of
 
 VISIBILITY_SYSTEMS = ("urn:oid:1.2.250.1.213.1.1.4.13",
                       "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument")
@@ -24,6 +26,10 @@ HIDDEN_FROM_PATIENT = "INVISIBLE_PATIENT"  # until the announcement consultation
 HIDDEN_FROM_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
 EMERGENCY = ("BTG", "ETREAT")
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}
+# A RelatedPerson is a patient's legal representative when its relationship holds this coding (HL7
+# RoleCode GUARD, "guardian": the one code of the R4 RelatedPerson value set for a legal guardian),
+# it is not inactive and its period covers now. Registered by Patient/{id}/$register-representative.
+LEGAL_REPRESENTATIVE = ("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "GUARD")
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,46 @@ def habilitation_grid() -> dict[str, frozenset[str]]:
 
 
 @dataclass(frozen=True)
+class Representative:
+    """A RelatedPerson registered as a patient's legal representative, and when."""
+
+    reference: str  # "RelatedPerson/7"
+    patient: str  # the Patient id
+    period: tuple[datetime | None, datetime | None] | None = None
+
+
+def representative(resource: dict[str, Any] | None) -> Representative | None:
+    """The registration a RelatedPerson carries (the LEGAL_REPRESENTATIVE coding, not inactive), or None."""
+    if not resource or resource.get("resourceType") != "RelatedPerson" or resource.get("active") is False:
+        return None
+    system, code = LEGAL_REPRESENTATIVE
+    if not any(isinstance(c, dict) and c.get("system") == system and c.get("code") == code
+               for concept in resource.get("relationship") or () if isinstance(concept, dict)
+               for c in concept.get("coding") or ()):
+        return None
+    reference = (resource.get("patient") or {}).get("reference")
+    kind, _, patient = (reference if isinstance(reference, str) else "").split("/_history/")[0].rpartition("/")
+    if kind.rpartition("/")[2] != "Patient" or not patient:  # relative or absolute, as its compartment is
+        return None
+    return Representative(f"RelatedPerson/{resource.get('id')}", patient, period_of(resource.get("period")))
+
+
+@dataclass(frozen=True)
 class PatientFacts:
     id: str
     open: bool = True  # a closed DMP (Patient.active = false) is open to nobody but its patient
     treating: frozenset[str] = frozenset()  # "Practitioner/1" from Patient.generalPractitioner
     care_team: frozenset[str] = frozenset()
     consents: tuple[ConsentRule, ...] = ()
+    # loaded only for a representative caller (guard.py): nobody else's decision depends on them
+    representatives: tuple[Representative, ...] = ()
+
+
+def represents(who: Identity, facts: PatientFacts | None, now: datetime) -> bool:
+    """Is the caller a legal representative of this patient, registered and in force now? The token's
+    claim (``kind=representative``, ``patient``) says whom it acts for; the record must agree."""
+    return who.kind == "representative" and facts is not None and who.patient == facts.id and any(
+        r.reference == who.fhir_user and _in(r.period, now) for r in facts.representatives)
 
 
 def labels(resource: dict[str, Any]) -> frozenset[str]:
@@ -205,8 +245,8 @@ class Access:
             return "full"
         if self.who.kind == "patient":
             return "own" if self.who.patient == patient else "none"
-        if self.who.kind == "representative":
-            return "representative" if self.who.patient == patient else "none"
+        if self.who.kind == "representative":  # registered in the record, not on the token's word alone
+            return "representative" if represents(self.who, facts, self.now) else "none"
         if self.who.kind != "practitioner" or facts is None or not facts.open:
             return "none"  # rules 9 and 12; system clients read only what they wrote (the store's clause)
         decisions = self._consents(facts, None, None)

@@ -31,7 +31,7 @@ def _concept_codes(concepts: Any) -> frozenset[str]:
     return frozenset().union(*(_codes(c.get("coding")) for c in concepts or () if isinstance(c, dict)))
 
 
-def _period(value: Any) -> tuple[datetime | None, datetime | None] | None:
+def period_of(value: Any) -> tuple[datetime | None, datetime | None] | None:
     if not isinstance(value, dict) or not (value.get("start") or value.get("end")):
         return None
     start = parse_period(value["start"])[0] if value.get("start") else None
@@ -85,8 +85,8 @@ def provision(raw: dict[str, Any], parent: str | None = None) -> Provision:
         classes=classes,
         codes=_concept_codes(raw.get("code")),
         actions=_concept_codes(raw.get("action")),
-        period=_period(raw.get("period")),
-        data_period=_period(raw.get("dataPeriod")),
+        period=period_of(raw.get("period")),
+        data_period=period_of(raw.get("dataPeriod")),
         data=tuple((str(d.get("meaning")), str((d.get("reference") or {}).get("reference", "")))
                    for d in raw.get("data") or () if isinstance(d, dict)),
         exceptions=tuple(provision(p, kind) for p in raw.get("provision") or () if isinstance(p, dict)),

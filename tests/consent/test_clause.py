@@ -1,7 +1,8 @@
 """The consent clause (consent/engine.py ``Access.clause``) and the per-resource decision
-(``Access.permits``) agree on every resource: random records, labels, authors, Consents and callers
-(hypothesis). The clause is evaluated here by a small interpreter of the filter operators it uses,
-over the columns the store indexes (search/index.py), so the property needs no database."""
+(``Access.permits``) agree on every resource: random records, labels, authors, Consents, registered
+legal representatives (some lapsed) and callers (hypothesis). The clause is evaluated here by a small
+interpreter of the filter operators it uses, over the columns the store indexes (search/index.py), so
+the property needs no database."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_server.auth.scopes import parse_scopes
-from fhir_server.consent.engine import Access, PatientFacts, Settings
+from fhir_server.consent.engine import Access, PatientFacts, Representative, Settings
 from fhir_server.consent.model import consent_rule
 from fhir_server.context import Identity
 from fhir_server.search.index import index
@@ -20,6 +21,9 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 VISIBILITY = "urn:oid:1.2.250.1.213.1.1.4.13"
 PATIENTS = ["p1", "p2", "p3"]
 DOCTORS = ["Practitioner/a", "Practitioner/b", "Practitioner/c"]
+RELATED = ["RelatedPerson/r", "RelatedPerson/s"]
+PERIODS = [None, (NOW - timedelta(days=400), None), (NOW - timedelta(days=400), NOW - timedelta(days=1)),
+           (NOW + timedelta(days=1), None)]  # open, in force, lapsed (majority reached), not yet
 LABELS = ["MASQUE_PS", "INVISIBLE_PATIENT", "INVISIBLE_REPRESENTANTS_LEGAUX"]
 
 
@@ -87,9 +91,11 @@ def facts(draw: Any) -> dict[str, PatientFacts]:
                                        "patient": {"reference": f"Patient/{patient}"},
                                        "scope": {"coding": [{"code": "patient-privacy"}]},
                                        "provision": {"type": "deny", "purpose": [{"code": "BTG"}]}}))
+        registered = draw(st.lists(st.tuples(st.sampled_from(RELATED), st.sampled_from(PERIODS)), max_size=2))
         found[patient] = PatientFacts(patient, open=draw(st.booleans()) or patient == "p1",
                                       treating=frozenset(draw(st.sets(st.sampled_from(DOCTORS), max_size=1))),
-                                      consents=tuple(r for r in rules if r))
+                                      consents=tuple(r for r in rules if r),
+                                      representatives=tuple(Representative(r, patient, when) for r, when in registered))
     return found
 
 
@@ -98,8 +104,9 @@ callers = st.one_of(
                                                        purpose=purpose, profession=profession),
               st.sampled_from(DOCTORS), st.sampled_from(["TREAT", "BTG", "ETREAT"]), st.sampled_from(["10", "80"])),
     st.builds(lambda p: Identity("patient", "app", (), fhir_user=f"Patient/{p}", patient=p), st.sampled_from(PATIENTS)),
-    st.builds(lambda p: Identity("representative", "app", (), fhir_user="RelatedPerson/r", patient=p),
-              st.sampled_from(PATIENTS)),
+    # registered or not, in force or not, for the patient the token names or another: the facts decide
+    st.builds(lambda r, p: Identity("representative", "app", (), fhir_user=r, patient=p),
+              st.sampled_from(RELATED), st.sampled_from(PATIENTS)),
 )
 
 
@@ -115,3 +122,17 @@ def test_clause_and_per_resource_decision_agree(record: dict[str, PatientFacts],
     for doc in docs:
         stored = {"_id": doc["id"], **index(doc)}
         assert holds(clause, stored) == access.permits("DocumentReference", doc, stored["compartments"]), (doc, clause)
+
+
+def test_representatives_registered_or_not_both_occur() -> None:
+    """The generator gives the property both kinds of representative caller (a sanity check of the strategy)."""
+    seen: set[str] = set()
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(facts(), callers)
+    def collect(record: dict[str, PatientFacts], who: Identity) -> None:
+        if who.kind == "representative":
+            seen.add(Access(who, record, Settings(), NOW).record(who.patient or ""))
+
+    collect()
+    assert seen == {"representative", "none"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fhir_server.auth.scopes import parse_scopes
-from fhir_server.consent.engine import Access, PatientFacts, Settings
+from fhir_server.consent.engine import Access, PatientFacts, Representative, Settings, representative
 from fhir_server.consent.model import consent_rule
 from fhir_server.context import Identity
 
@@ -93,18 +93,50 @@ def test_rule_4_masked_documents() -> None:
     assert sees(access(ps(purpose="BTG"), consents=allowed), masked)
 
 
+MUM = Identity("representative", "app", (), fhir_user="RelatedPerson/mum", patient="p")
+REGISTERED = (Representative("RelatedPerson/mum", "p"),)
+
+
 def test_rules_5_and_6_documents_hidden_from_the_patient_or_representatives() -> None:
     patient = Identity("patient", "app", (), fhir_user="Patient/p", patient="p")
-    parent = Identity("representative", "app", (), fhir_user="RelatedPerson/mum", patient="p")
     fresh = document("INVISIBLE_PATIENT", date=(NOW - timedelta(days=3)).date().isoformat())
     old = document("INVISIBLE_PATIENT", date=(NOW - timedelta(days=40)).date().isoformat())
-    for who in (patient, parent):
-        assert not sees(access(who), fresh) and sees(access(who), old)  # lapses after a month
+    for who in (patient, MUM):
+        assert not sees(access(who, representatives=REGISTERED), fresh)
+        assert sees(access(who, representatives=REGISTERED), old)  # lapses after a month
     assert sees(access(ps(), consents=(consent("permit", "Practitioner/dr"),)), fresh)
     kept = document("INVISIBLE_REPRESENTANTS_LEGAUX")
-    assert sees(access(patient), kept) and not sees(access(parent), kept)
+    assert sees(access(patient), kept) and not sees(access(MUM, representatives=REGISTERED), kept)
     # nobody else's record
     assert access(Identity("patient", "app", (), fhir_user="Patient/q", patient="q")).record("p") == "none"
+
+
+def _related(**changes: Any) -> dict[str, Any]:
+    return {"resourceType": "RelatedPerson", "id": "mum", "active": True, "patient": {"reference": "Patient/p"},
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "MTH"}]},
+                             {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                                          "code": "GUARD"}]}], **changes}
+
+
+def test_a_representative_opens_the_record_only_while_registered() -> None:
+    """The token's claim is not enough: the record must hold the registration, in force now."""
+    assert access(MUM).record("p") == "none"  # a claim alone: nothing
+    assert access(MUM, representatives=REGISTERED).record("p") == "representative"
+    assert not sees(access(MUM), document()) and sees(access(MUM, representatives=REGISTERED), document())
+    assert access(MUM, representatives=(Representative("RelatedPerson/dad", "p"),)).record("p") == "none"
+    other = Identity("representative", "app", (), fhir_user="RelatedPerson/mum", patient="q")
+    assert access(other, representatives=REGISTERED).record("p") == "none"  # the token acts for another patient
+    # the registration read from the RelatedPerson: its coding, active, period (a minor's majority)
+    assert representative(_related()) == Representative("RelatedPerson/mum", "p")
+    assert representative(_related(active=False)) is None
+    assert representative(_related(relationship=[{"coding": [{"code": "GUARD"}]}])) is None  # system matters
+    assert representative({**_related(), "patient": {}}) is None
+    for period, stand in (({"start": "2020-01-01", "end": "2033-03-02"}, "representative"),
+                          ({"start": "2020-01-01", "end": "2026-11-20"}, "none"),  # majority reached
+                          ({"start": "2026-12-01"}, "none")):  # not yet
+        found = representative(_related(period=period))
+        assert found is not None and access(MUM, representatives=(found,)).record("p") == stand, period
+    assert Access(MUM, {"p": PatientFacts("p")}, Settings(), NOW).clause("Observation") == {"_id": {"$in": []}}
 
 
 def test_rule_7_emergency_modes() -> None:
