@@ -7,7 +7,10 @@ created, or else removed (a server may refuse references it cannot resolve: http
 and the examples' targets do not exist on the server under test)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import itertools
 import json
 import re
 import uuid
@@ -142,8 +145,9 @@ class Instances:
         return {rtype: self.plain(rtype).id for rtype in PLAIN if rtype in self.creatable}
 
     def example(self, rtype: str) -> dict[str, Any] | None:
+        """The prepared example, with a canonical identity of its own (``distinct``)."""
         path = example_file(rtype)
-        return prepare(json.loads(path.read_text()), self.targets()) if path else None
+        return distinct(prepare(json.loads(path.read_text()), self.targets())) if path else None
 
     def of(self, rtype: str) -> Created:
         """The official example of ``rtype`` created on the server; skips the test when there is no
@@ -194,6 +198,98 @@ class Instances:
         assert read.status_code == 200, describe(read)
         body: dict[str, Any] = read.json()
         return body
+
+
+_copies = itertools.count(1)
+
+
+def distinct(resource: dict[str, Any]) -> dict[str, Any]:
+    """Each copy of an example gets its own canonical ``url`` (and a SearchParameter its own ``code``;
+    its ``base`` stays), unique in this run: a server may refuse a second resource with the same
+    canonical url and version, or a SearchParameter overlapping another (a business rule, 422:
+    http.html#create), and running the suite twice against one server would otherwise meet its own
+    earlier examples. Nothing the suite checks depends on the example's original url."""
+    n = next(_copies)
+    url = resource.get("url")
+    if isinstance(url, str) and url.startswith("urn:"):
+        resource["url"] = f"urn:uuid:{uuid.uuid4()}"  # a urn:uuid or urn:oid admits no suffix
+    elif isinstance(url, str):
+        resource["url"] = f"{url.rstrip('/')}-{RUN}-{n}"
+    if resource.get("resourceType") == "SearchParameter" and isinstance(resource.get("code"), str):
+        resource["code"] = f"{resource['code']}-{RUN}-{n}"
+    return resource
+
+
+# -- values, not lexical forms: base64Binary ------------------------------------------------------------
+
+@cache
+def _element_types(tname: str) -> dict[str, list[str] | str]:
+    """A type's elements from its StructureDefinition snapshot: path -> type codes, or the path a
+    ``contentReference`` points at (e.g. Questionnaire.item.item -> Questionnaire.item)."""
+    path = EXAMPLES / f"StructureDefinition-{tname}.json"
+    if not path.exists():
+        return {}
+    out: dict[str, list[str] | str] = {}
+    for element in (json.loads(path.read_text()).get("snapshot") or {}).get("element") or ():
+        if element.get("contentReference"):
+            out[element["path"]] = element["contentReference"].lstrip("#")
+        else:
+            out[element["path"]] = [t.get("code", "") for t in element.get("type") or ()]
+    return out
+
+
+def _child_type(tname: str, path: str) -> tuple[str, list[str] | str] | None:
+    """(element path as defined, its types) of ``path``, a JSON property in type ``tname``; a choice
+    element's property (valueBase64Binary) names its type."""
+    elements = _element_types(tname)
+    if path in elements:
+        return path, elements[path]
+    parent, _, key = path.rpartition(".")
+    for defined, types in elements.items():
+        stem = defined[:-3].rpartition(".")[2]
+        if defined.endswith("[x]") and defined.rpartition(".")[0] == parent and key.startswith(stem) and not isinstance(types, str):
+            wanted = key[len(stem):].lower()
+            return defined, [t for t in types if t.lower() == wanted]
+    return None
+
+
+def _decoded(text: str) -> Any:
+    """base64Binary's value is the bytes: its lexical form allows whitespace anywhere
+    (datatypes.html#primitive: base64Binary, regex ``(\\s*([0-9a-zA-Z\\+/=]){4}\\s*)+``)."""
+    try:
+        return ("base64Binary", base64.b64decode("".join(text.split()), validate=True))
+    except (binascii.Error, ValueError):
+        return text  # not base64: compared as sent
+
+
+def comparable(node: Any, tname: str = "", path: str = "") -> Any:
+    """The resource with each base64Binary value decoded (found by walking the R4 StructureDefinitions),
+    so that two representations of the same value compare equal."""
+    if isinstance(node, list):
+        return [comparable(item, tname, path) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if isinstance(node.get("resourceType"), str):
+        tname = path = node["resourceType"]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        found = _child_type(tname, f"{path}.{key}") if tname else None
+        if found is None:
+            out[key] = value
+            continue
+        defined, types = found
+        if isinstance(types, str):  # contentReference: the same structure as the element it names
+            out[key] = comparable(value, tname, types)
+        elif types == ["base64Binary"]:
+            out[key] = [_decoded(v) if isinstance(v, str) else v for v in value] if isinstance(value, list) \
+                else _decoded(value) if isinstance(value, str) else value
+        elif len(types) == 1 and types[0] in ("BackboneElement", "Element"):
+            out[key] = comparable(value, tname, defined)
+        elif len(types) == 1 and types[0][:1].isupper() and types[0] != "Resource":
+            out[key] = comparable(value, types[0], types[0])
+        else:
+            out[key] = comparable(value)  # a contained Resource names its own type; primitives stay
+    return out
 
 
 def refusal(response: requests.Response) -> str:

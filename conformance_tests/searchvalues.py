@@ -72,10 +72,16 @@ def _number(value: Any) -> str:
 
 
 def _string_of(value: Any) -> str | None:
+    """A string a string parameter matches. For a HumanName or Address, one of its parts, ``text`` last:
+    the R4 parameters on them are "a server defined search that may match any of the string fields in
+    the Address, including line, city, district, state, country, postalCode, and/or text" (Patient
+    ``address``; ``name`` likewise: "family, give, prefix, suffix, suffix, and/or text"). Which fields
+    is the server's choice; ``text`` repeats the structured parts, so a server indexing only those is
+    common (HAPI FHIR does), and a structured part is the value most servers find."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):  # HumanName, Address: the first part with text
-        for key in ("family", "text", "given", "line", "city", "district", "state", "postalCode", "country"):
+        for key in ("family", "given", "line", "city", "postalCode", "district", "state", "country", "text"):
             part = value.get(key)
             if isinstance(part, list):
                 part = part[0] if part else None
