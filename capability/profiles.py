@@ -51,7 +51,9 @@ class Profile:
     type: str
     title: str
     description: str
-    required: tuple[str, ...] = ()  # element paths below the type ("context.period.start", "effective[x]")
+    # element paths below the type ("context.period.start", "effective[x]"), in the base's order (a
+    # differential follows its base's element order, or the validator cannot build the snapshot)
+    required: tuple[str, ...] = ()
     rules: tuple[tuple[str, str, str], ...] = ()  # (key, what it means, FHIRPath that must be true)
     bindings: tuple[tuple[str, str, str], ...] = ()  # (element path, ValueSet id, strength)
 
@@ -120,7 +122,7 @@ PROFILES = (
     Profile(
         "dmp-allergyintolerance", "AllergyIntolerance", "DMP AllergyIntolerance",
         "An allergy or intolerance of the record: what, and whether it is active.",
-        required=("code", "clinicalStatus", "recordedDate")),
+        required=("clinicalStatus", "code", "recordedDate")),
     Profile(
         "dmp-medicationstatement", "MedicationStatement", "DMP MedicationStatement",
         "A current or past treatment: the medicine (ATC or CIS code, or a Medication) and when it is taken.",

@@ -100,7 +100,7 @@ def for_base(statement: dict[str, Any], base_url: str, smart: bool = True) -> di
     rest = dict(statement["rest"][0])
     if smart:
         root = base_url.rsplit("/fhir", 1)[0]
-        endpoints = {"authorize": "authorize", "token": "token", "introspect": "introspect", "revoke": "revoke"}
+        endpoints = {"authorize": "authorize", "token": "token"}  # what the oauth-uris extension defines
         rest["security"] = {
             "cors": True,
             "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",

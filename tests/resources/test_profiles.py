@@ -224,3 +224,21 @@ def test_a_patients_ins_in_force_is_unique_but_not_a_billing_or_deactivated_one(
         "http://terminology.hl7.org/CodeSystem/v2-0203", "NH")}]}
     assert unique_identifiers("Patient", old) == unique_identifiers("Patient", billing) == []
     assert unique_identifiers("Practitioner", VALID["dmp-practitioner"]) == []
+
+
+def test_each_differential_follows_its_base_elements_order() -> None:
+    """A differential lists its elements in the base's order, or a validator cannot build the snapshot
+    (HAPI reports the element as missing from it)."""
+    from tests.conftest import EXAMPLES
+
+    for sd in conformance_resources():
+        if sd["resourceType"] != "StructureDefinition":
+            continue
+        base = json.loads((EXAMPLES / f"StructureDefinition-{sd['type']}.json").read_text(encoding="utf-8"))
+        order = [e["path"] for e in base["snapshot"]["element"]]
+        paths = [e["path"] for e in sd["differential"]["element"]]
+        # a path inside a datatype (context.period.start) is placed by its first ancestor the base has
+        positions = [next(order.index(p[:i]) for i in sorted({len(p), *[k for k, c in enumerate(p) if c == "."]},
+                                                                reverse=True) if p[:i] in order)
+                     for p in paths]
+        assert positions == sorted(positions), (sd["id"], paths)
