@@ -223,6 +223,8 @@ class Compiler:
             return {f"search.{code}": {"$exists": clause.values[0].raw == "false"}}
         if code == "_id":
             ids = [v.raw for v in clause.values]
+            if len(ids) == 1 and clause.modifier != "not":
+                return {"_id": ids[0]}  # equality: served from the _id index (FerretDB scans for $in)
             return {"_id": {"$nin" if clause.modifier == "not" else "$in": ids}}
         if code == "_lastUpdated":
             return _or([_last_updated(v) for v in clause.values])

@@ -104,6 +104,7 @@ def _unpack(doc: dict[str, Any]) -> bytes | None:
     return zlib.decompress(data) if doc.get("z") else bytes(data)
 
 
+INSTANCE_LOOKUPS = 200  # versions of one resource read one by one before a history scan is cheaper
 Indexer = Callable[[dict[str, Any]], dict[str, Any]]
 Unique = Callable[[str, dict[str, Any]], list[str]]  # (type, resource) -> identifiers no other may hold
 
@@ -185,6 +186,8 @@ class Store:
         Instance history orders by version; type and system history by time, then ``_id``.
         """
         instance = "i" in query
+        if instance and "t" in query:
+            return self._instance_page(query, count, after)
         if after is not None:
             if instance:
                 query = {**query, "v": {"$lt": after[0]}}
@@ -198,6 +201,33 @@ class Store:
             return versions, None
         last = docs[count - 1]
         return versions, ((last["v"],) if instance else (last["ts"].isoformat(), last["_id"]))
+
+    def _instance_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
+                       ) -> tuple[list[Version], tuple[Any, ...] | None]:
+        """Instance history version by version, newest first, each found by ``_id`` equality (with the
+        rest of ``query`` applied to it): the one lookup FerretDB serves from its index, where any other
+        query on ``history`` scans every resource's versions."""
+        rtype, rid = query["t"], query["i"]
+        if after is not None:
+            newest = int(after[0]) - 1
+        else:
+            current = self.db[rtype].find_one({"_id": rid}, {"v": 1})
+            newest = current["v"] if current else 0
+            while self.history.find_one({"_id": f"{rtype}/{rid}/{newest + 1}"}, {"_id": 1}):
+                newest += 1  # committed by a transaction, not yet rolled forward into the current document
+        docs: list[dict[str, Any]] = []
+        for v in range(newest, max(newest - INSTANCE_LOOKUPS, 0), -1):
+            doc = self.history.find_one(conjunction({"_id": f"{rtype}/{rid}/{v}"}, query))
+            if doc is not None:
+                docs.append(doc)
+                if len(docs) > count:
+                    break
+        else:
+            if newest > INSTANCE_LOOKUPS:  # a long history filtered by _since / _at: one scan
+                older = conjunction(query, {"v": {"$lte": newest - INSTANCE_LOOKUPS}})
+                docs += self.history.find(older, sort=[("v", DESCENDING)], limit=count + 1 - len(docs))
+        versions = [self._history_version(d) for d in docs[:count]]
+        return versions, ((docs[count - 1]["v"],) if len(docs) > count else None)
 
     def history_total(self, query: dict[str, Any]) -> int:
         return self.history.count_documents(query)
