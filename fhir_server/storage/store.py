@@ -185,22 +185,17 @@ class Store:
         Returns the versions and the keyset of the next page (None on the last page).
         Instance history orders by version; type and system history by time, then ``_id``.
         """
-        instance = "i" in query
-        if instance and "t" in query:
+        if "i" in query:
             return self._instance_page(query, count, after)
         if after is not None:
-            if instance:
-                query = {**query, "v": {"$lt": after[0]}}
-            else:
-                ts, last_id = datetime.fromisoformat(after[0]), after[1]
-                query = conjunction(query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]})
-        sort = [("v", DESCENDING)] if instance else [("ts", DESCENDING), ("_id", DESCENDING)]
-        docs = list(self.history.find(query, sort=sort, limit=count + 1))
+            ts, last_id = datetime.fromisoformat(after[0]), after[1]
+            query = conjunction(query, {"$or": [{"ts": {"$lt": ts}}, {"ts": ts, "_id": {"$lt": last_id}}]})
+        docs = list(self.history.find(query, sort=[("ts", DESCENDING), ("_id", DESCENDING)], limit=count + 1))
         versions = [self._history_version(d) for d in docs[:count]]
         if len(docs) <= count:
             return versions, None
         last = docs[count - 1]
-        return versions, ((last["v"],) if instance else (last["ts"].isoformat(), last["_id"]))
+        return versions, (last["ts"].isoformat(), last["_id"])
 
     def _instance_page(self, query: dict[str, Any], count: int, after: tuple[Any, ...] | None
                        ) -> tuple[list[Version], tuple[Any, ...] | None]:
