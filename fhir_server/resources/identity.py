@@ -19,7 +19,8 @@ def unique_identifiers(rtype: str, resource: dict[str, Any]) -> list[str]:
     for ident in resource.get("identifier") or ():
         if not isinstance(ident, dict) or ident.get("system") not in INS_SYSTEMS or ident.get("use") == "old":
             continue
-        codings = (ident.get("type") or {}).get("coding") or [] if isinstance(ident.get("type"), dict) else []
+        kind = ident.get("type")
+        codings = kind.get("coding") or [] if isinstance(kind, dict) else []
         if isinstance(ident.get("value"), str) and not any(isinstance(c, dict) and c.get("code") == "NH"
                                                            for c in codings):
             keys.append(f"{ident['system']}|{ident['value']}")

@@ -53,10 +53,6 @@ def conjunction(*conditions: Filter | None) -> Filter:
     return flat
 
 
-def _and(conditions: list[Filter]) -> Filter:
-    return conjunction(*conditions)
-
-
 def _or(conditions: list[Filter]) -> Filter:
     return conditions[0] if len(conditions) == 1 else {"$or": conditions}
 
@@ -127,7 +123,7 @@ def _number(field: Callable[[str], str], value: Value) -> Filter:
 def _quantity(field: Callable[[str], str], value: Value) -> Filter:
     condition = _number(field, value)
     key = quantity_key(value)
-    return _and([condition, {field("k"): key}]) if key else condition
+    return conjunction(condition, {field("k"): key}) if key else condition
 
 
 def quantity_key(value: Value) -> str | None:
@@ -202,7 +198,7 @@ class Compiler:
         if kind == "uri":
             return _uri(field, modifier, value)
         if kind == "composite":
-            return _and([
+            return conjunction(*[
                 self.value_filter(SearchParam(c.code, c.type), None, v, lambda col, i=i: field(f"{i}.{col}"))
                 for i, (c, v) in enumerate(zip(param.components, value.components))
             ])
@@ -245,7 +241,7 @@ class Compiler:
         conditions = [{"d": False}, *(extra or []), *(self.clause(rtype, c) for c in clauses)]
         checked = frozenset(c.code for c in clauses
                             if c.param.type in RANGED and c.modifier != "missing" and not c.code.startswith("_"))
-        return Compiled(_and(conditions), sort_fields(query.sort), checked)
+        return Compiled(conjunction(*conditions), sort_fields(query.sort), checked)
 
 
 def _last_updated(value: Value) -> Filter:
@@ -290,5 +286,5 @@ def keyset_filter(sort: list[tuple[str, int]], last: list[Any], reverse: bool = 
             beyond = {field: {"$gt": value}}
         else:
             beyond = {"$or": [{field: {"$lt": value}}, {field: None}]}
-        alternatives.append(_and([*equal, beyond]))
+        alternatives.append(conjunction(*equal, beyond))
     return _or(alternatives) if alternatives else {"_id": {"$in": []}}
