@@ -109,6 +109,11 @@ class Guard:
                 representatives=tuple(representatives.get(pid, ())))
         return facts
 
+    def consents_used(self, patient: str) -> list[str]:
+        """The patient's Consents this request's decisions weighed (the entities of BALP AuthZconsent)."""
+        facts = self._access.facts.get(patient) if self._access else None
+        return [f"Consent/{rule.id}" for rule in facts.consents] if facts else []
+
     def acts_for(self, patient: str) -> bool:
         """Rule 10: is the caller the patient, or their registered legal representative (in force now)?"""
         if self.who.kind == "patient":
@@ -174,11 +179,17 @@ class Guard:
         narrowed = _and(*options)
         return narrowed if rtype else {"$or": [{"t": {"$nin": patient_types}}, narrowed]}
 
+    def write_patients(self, rtype: str, new: dict[str, Any] | None, old: dict[str, Any] | None) -> list[str]:
+        """The records whose DMP rules decide this write (none for operators and non-patient data)."""
+        if not access_is_patient_data(rtype) or self.unrestricted:
+            return []
+        return sorted({p for r in (new, old) if r for p in patients_in(index(r)["compartments"])})
+
     def check_write(self, action: str, rtype: str, new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
         """The DMP rules on writes (consent/writes.py), over the records the resource belongs to."""
-        if not access_is_patient_data(rtype) or self.unrestricted:
+        patients = self.write_patients(rtype, new, old)
+        if not patients:
             return
-        patients = {p for r in (new, old) if r for p in patients_in(index(r)["compartments"])}
         facts = self.consent(patients).facts
         check_write(self.who, action, rtype, new, old, {p: facts[p] for p in patients if p in facts}, self.settings,
                     self.settings.allow_hidden_and_masked)

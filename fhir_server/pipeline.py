@@ -20,7 +20,7 @@ from .auth import access
 from .consent.engine import Settings, patients_in
 from .guard import Guard
 from .consent.engine import EMERGENCY
-from .errors import (BadRequest, Forbidden, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
+from .errors import (BadRequest, Conflict, Forbidden, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed,
                      operation_outcome)
 from .resources import bundle, jsonio
 from .resources.parse import check_id, parse_resource
@@ -82,8 +82,7 @@ def _visible(svc: Services, guard: Guard, version: Version | None, what: str) ->
     """The version, if it exists and the caller may see it: what they may not see does not exist (the
     refusal is audited, the answer is the one a missing resource gets)."""
     if version is not None and not _permitted(guard, version, "r"):
-        for patient in patients_in(version.compartments or ()):
-            _audit_events(svc, [balp.consent_decision(guard.ctx, patient, False, [], guard.ctx.client_address)])
+        _consent_decisions(svc, guard, patients_in(version.compartments or ()), False)
         version = None
     if version is None:
         raise NotFound(f"{what} is not known")
@@ -97,8 +96,8 @@ def read(svc: Services, ctx: RequestContext, rtype: str, rid: str) -> Result:
     check_type(rtype)
     check_id(rid)
     access.require(ctx.who, "read", rtype)
-    version = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
-    _audit_read(svc, ctx, "read", version)
+    version, guard = _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    _audit_read(svc, ctx, "read", version, guard)
     return Result(200, version.json, version)
 
 
@@ -109,8 +108,8 @@ def vread(svc: Services, ctx: RequestContext, rtype: str, rid: str, vid: str) ->
     access.require(ctx.who, "vread", rtype)
     if not vid.isdigit():
         raise NotFound(f"{rtype}/{rid} has no version '{vid}'")
-    version = _named(svc, ctx, svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
-    _audit_read(svc, ctx, "vread", version)
+    version, guard = _named(svc, ctx, svc.store.vread(rtype, rid, int(vid)), f"{rtype}/{rid}/_history/{vid}")
+    _audit_read(svc, ctx, "vread", version, guard)
     return Result(200, version.json, version)
 
 
@@ -119,13 +118,13 @@ def visible_version(svc: Services, ctx: RequestContext, rtype: str, rid: str) ->
     of a read: for the writes that start from it (PATCH, a document's replacement)."""
     check_type(rtype)
     check_id(rid)
-    return _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")
+    return _named(svc, ctx, svc.store.read(rtype, rid), f"{rtype}/{rid}")[0]
 
 
-def _named(svc: Services, ctx: RequestContext, version: Version | None, what: str) -> Version:
+def _named(svc: Services, ctx: RequestContext, version: Version | None, what: str) -> tuple[Version, Guard]:
     """``_visible`` for a resource the request names by id: its patients count as named (emergency)."""
-    patients = patients_in(version.compartments or ()) if version is not None else []
-    return _visible(svc, svc.guard(ctx, patients), version, what)
+    guard = svc.guard(ctx, patients_in(version.compartments or ()) if version is not None else [])
+    return _visible(svc, guard, version, what), guard
 
 
 def _audit_events(svc: Services, events: list[dict[str, Any]]) -> None:
@@ -134,13 +133,16 @@ def _audit_events(svc: Services, events: list[dict[str, Any]]) -> None:
 
 
 def _audit(svc: Services, ctx: RequestContext, interaction: str, patients: Iterable[str],
-           references: Iterable[str] = (), query: str | None = None) -> None:
+           references: Iterable[str] = (), query: str | None = None, guard: Guard | None = None) -> None:
     """Record the access before it is answered (BALP: one event per patient), with a security alert
-    per record opened in an emergency mode."""
+    per record opened in an emergency mode and, for an access consent decided (``guard``), the permit
+    with the Consents it weighed (AuthZconsent; operators bypass consent: no decision to record)."""
     if not svc.config.audit:
         return
     patients = sorted(set(patients))
     events = balp.rest(ctx, interaction, patients, references, query, client_address=ctx.client_address)
+    if guard is not None and not guard.unrestricted:
+        events += [balp.consent_decision(ctx, p, True, guard.consents_used(p), ctx.client_address) for p in patients]
     if ctx.who.purpose in EMERGENCY:
         events += [balp.emergency_started(ctx, p, ctx.client_address) for p in patients]
     trail.record(svc.store, events)
@@ -169,7 +171,7 @@ def _notify_first_access(svc: Services, ctx: RequestContext, patients: list[str]
         _NOTIFIED.add(key)
 
 
-def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version) -> None:
+def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: Version, guard: Guard) -> None:
     patients = patients_in(version.compartments or ())
     if version.type == "Binary" and version.json:  # a document's bytes: the document's patients
         context = (jsonio.loads(version.json).get("securityContext") or {}).get("reference") or ""
@@ -177,7 +179,7 @@ def _audit_read(svc: Services, ctx: RequestContext, interaction: str, version: V
         found = svc.store.read(rtype, rid) if rtype in RESOURCE_TYPES and rid and "/" not in rid else None
         patients = patients_in(found.compartments or ()) if found else []
     if patients:  # BALP PatientRead: reads of patient data
-        _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"])
+        _audit(svc, ctx, interaction, patients, [f"{version.type}/{version.id}/_history/{version.version}"], guard=guard)
 
 
 def audit_write(svc: Services, ctx: RequestContext, interaction: str, version: Version | None,
@@ -224,7 +226,7 @@ def check_create(svc: Services, ctx: RequestContext, rtype: str, resource: dict[
     mhd.check_size(svc.config.max_document_bytes, rtype, resource)
     validate(resource, rtype)
     _may_write(ctx, rtype, "c", resource)
-    svc.guard(ctx).check_write("create", rtype, resource, None)
+    _check_write(svc, svc.guard(ctx), "create", rtype, resource, None)
 
 
 def check_update(svc: Services, ctx: RequestContext, rtype: str, rid: str, resource: dict[str, Any]
@@ -243,7 +245,7 @@ def check_update(svc: Services, ctx: RequestContext, rtype: str, rid: str, resou
     guard = svc.guard(ctx)
     if existing is not None and not _may_change(guard, existing, "u"):
         raise Forbidden(f"the access token's scopes do not allow writing this {rtype}")
-    guard.check_write("update", rtype, resource, jsonio.loads(existing.json) if existing and existing.json else None)
+    _check_write(svc, guard, "update", rtype, resource, jsonio.loads(existing.json) if existing and existing.json else None)
     return existing
 
 
@@ -261,10 +263,27 @@ def check_delete(svc: Services, ctx: RequestContext, rtype: str, rid: str, if_ma
             raise PreconditionFailed(f"{rtype}/{rid} has no current version {if_match}")
         return None
     old = jsonio.loads(current.json) if current.json else None
-    svc.guard(ctx).check_write("delete", rtype, None, old)
+    _check_write(svc, svc.guard(ctx), "delete", rtype, None, old)
     if rtype == "DocumentReference" and old is not None:
         mhd.check_document_delete(ctx, old, current.by)
     return current
+
+
+def _check_write(svc: Services, guard: Guard, action: str, rtype: str, new: dict[str, Any] | None,
+                 old: dict[str, Any] | None) -> None:
+    """The DMP's rules on a write; the decision on each record, permit or deny, is audited first."""
+    patients = guard.write_patients(rtype, new, old)
+    try:
+        guard.check_write(action, rtype, new, old)
+    except (Forbidden, Conflict):
+        _consent_decisions(svc, guard, patients, False)
+        raise
+    _consent_decisions(svc, guard, patients, True)
+
+
+def _consent_decisions(svc: Services, guard: Guard, patients: Iterable[str], permitted: bool) -> None:
+    _audit_events(svc, [balp.consent_decision(guard.ctx, p, permitted, guard.consents_used(p), guard.ctx.client_address)
+                        for p in patients])
 
 
 def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes, if_none_exist: str | None = None) -> Result:
@@ -410,9 +429,9 @@ def history(svc: Services, ctx: RequestContext, params: dict[str, str], rtype: s
     patients = {p for v in versions for p in patients_in(v.compartments or ())}
     if rid is not None:
         if patients:
-            _audit(svc, ctx, "read", patients, [f"{rtype}/{rid}/_history"])
+            _audit(svc, ctx, "read", patients, [f"{rtype}/{rid}/_history"], guard=guard)
     else:
-        _audit(svc, ctx, "search", patients, query=urlencode(params))
+        _audit(svc, ctx, "search", patients, query=urlencode(params), guard=guard)
     path = "/".join(p for p in (rtype, rid, "_history") if p)
     kept = {k: params[k] for k in ("_count", "_since", "_at") if params.get(k)}
     links = {"self": _url(ctx, path, {**kept, **({"_cursor": cursor} if cursor else {})})}
@@ -455,10 +474,11 @@ def search(svc: Services, ctx: RequestContext, types: list[str], params: list[tu
     if types == ["DocumentReference"] and compartment is None and svc.config.documents_search_needs_patient:
         mhd.check_document_search(ctx.who.kind, params)
     targets = [compartment[1]] if compartment and compartment[0] == "Patient" else _named_patients(types, params)
+    guard = svc.guard(ctx, targets)
     body, patients = svc.store.consistent(lambda: searching.run(
         svc.store, svc.config, ctx.base_url, path, tuple(types), params, strict=ctx.handling == "strict",
-        compartment=compartment, policy=svc.guard(ctx, targets)))
-    _audit(svc, ctx, "search", patients, query=f"{path}?{urlencode(params)}")
+        compartment=compartment, policy=guard))
+    _audit(svc, ctx, "search", patients, query=f"{path}?{urlencode(params)}", guard=guard)
     return Result(200, body)
 
 
@@ -497,7 +517,7 @@ def everything(svc: Services, ctx: RequestContext, rid: str, params: list[tuple[
     body, patients = svc.store.consistent(lambda: searching.run(
         svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$everything", tuple(types), search_params,
         compartment=("Patient", rid), policy=guard))
-    _audit(svc, ctx, "search", patients | {rid}, query=f"Patient/{rid}/$everything?{urlencode(params)}")
+    _audit(svc, ctx, "search", patients | {rid}, query=f"Patient/{rid}/$everything?{urlencode(params)}", guard=guard)
     return Result(200, body)
 
 
@@ -506,11 +526,13 @@ def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tu
     their registered legal representative, or an operator. Built from the audit trail (requestors only)."""
     check_id(rid)
     operator = ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)
-    if not (operator or svc.guard(ctx, [rid]).acts_for(rid)):
+    guard = svc.guard(ctx, [rid])
+    if not (operator or guard.acts_for(rid)):
         raise Forbidden("a record's access history is for its patient or their registered legal representative")
     kept = [(k, v) for k, v in params if k in ("_count", "_cursor")]
+    accesses = ("type", f"{balp.EVENT_TYPE}|rest")  # the accesses, not the consent decisions nor the alerts
     body, _ = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$access-history", ("AuditEvent",),
-                            [("_sort", "-date"), *kept], compartment=("Patient", rid), policy=svc.guard(ctx, [rid]))
+                            [("_sort", "-date"), accesses, *kept], compartment=("Patient", rid), policy=guard)
     events = [jsonio.loads(orjson.dumps(e["resource"])) for e in body.get("entry", [])]  # stored bytes, parsed
     actors = sorted({a["who"]["reference"] for e in events for a in e.get("agent", [])
                      if a.get("requestor") and (a.get("who") or {}).get("reference", "").startswith("Practitioner/")})
@@ -519,7 +541,7 @@ def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tu
     links = [{"name": "link", "part": [{"name": "relation", "valueString": link["relation"]},
                                        {"name": "url", "valueUri": link["url"]}]} for link in body.get("link", [])]
     result = {"resourceType": "Parameters", "parameter": [balp.access_row(e, names) for e in events] + links}
-    _audit(svc, ctx, "search", [rid], query=f"Patient/{rid}/$access-history?{urlencode(params)}")
+    _audit(svc, ctx, "search", [rid], query=f"Patient/{rid}/$access-history?{urlencode(params)}", guard=guard)
     return Result(200, result)
 
 

@@ -15,6 +15,16 @@ from fhir_server.storage.search import stored_json
 from tests.conftest import Fhir, LiveServer, assert_outcome
 
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
+
+
+def _consent(patient: str, kind: str, actor: str) -> dict[str, Any]:
+    return {"resourceType": "Consent", "status": "active", "scope": PRIVACY,
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient}"}, "dateTime": "2026-01-01",
+            "provision": {"type": kind, "actor": [{"role": {"coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                "reference": {"reference": actor}}]}}
 
 
 def events_of(db: Any, client: Fhir) -> list[dict[str, Any]]:
@@ -58,44 +68,69 @@ def test_each_access_writes_its_events(server: LiveServer, db: Any, record: dict
     gp = server.client("user/*.cruds", fhir_user=f"Practitioner/{record['gp']}", rpps="10009", profession="10")
     assert gp.get(f"Observation/{record['obs_a']}").status_code == 200
     events = events_of(db, gp)
-    assert profiles(events) == ["PatientRead"]
-    read = events[0]
+    assert profiles(events) == ["PatientRead", "AuthZconsent"]
+    read, permit = events
     assert read["action"] == "R" and read["outcome"] == "0" and read["subtype"][0]["code"] == "read"
     assert patients(read) == [f"Patient/{record['a']}"]
     assert f"Observation/{record['obs_a']}/_history/1" in [e["what"]["reference"] for e in read["entity"]]
     user = next(a for a in read["agent"] if a["requestor"])
     assert user["who"]["reference"] == f"Practitioner/{record['gp']}" and user["who"]["identifier"]["value"] == "10009"
     assert {a["type"]["coding"][0]["code"] for a in read["agent"]} >= {"110153", "110152", "IRCP"}
-    # a search over two patients: one PatientQuery per patient, with the query
+    # the consent decision the read rested on: a permit, for that record
+    assert permit["outcome"] == "0" and patients(permit) == [f"Patient/{record['a']}"]
+    # a search over two patients: one PatientQuery and one permit per patient, with the query
     assert len(gp.get("Observation?code:text=audit").json()["entry"]) == 2
-    events = events_of(db, gp)[1:]
-    assert profiles(events) == ["PatientQuery", "PatientQuery"]
-    assert sorted(p for e in events for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
+    events = events_of(db, gp)[2:]
+    assert profiles(events) == ["PatientQuery", "PatientQuery", "AuthZconsent", "AuthZconsent"]
+    assert sorted(p for e in events[:2] for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
+    assert sorted(p for e in events[2:] for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
     query = next(e for e in events[0]["entity"] if e.get("role", {}).get("code") == "24")
     assert base64.b64decode(query["query"]).decode().startswith("Observation?code%3Atext=audit")
-    # a search that finds nobody's data: the non-patient Query pattern
+    # a search that finds nobody's data: the non-patient Query pattern, no consent decision
     gp.get("Practitioner?name=nobody")
-    assert profiles(events_of(db, gp)[3:]) == ["Query"]
+    assert profiles(events_of(db, gp)[6:]) == ["Query"]
     # a refused read: the consent decision, and the answer a missing resource gets
     assert gp.get(f"Observation/{record['obs_s']}").status_code == 404
-    denied = events_of(db, gp)[4:]
+    denied = events_of(db, gp)[7:]
     assert profiles(denied) == ["AuthZconsent"] and denied[0]["outcome"] == "4"
-    # writes
+    assert patients(denied[0]) == [f"Patient/{record['stranger']}"]
+    # writes: the DMP's write rules decide first (permit), then the write is recorded
     created = gp.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "new"},
                                       "subject": {"reference": f"Patient/{record['a']}"}})
     assert created.status_code == 201
-    assert profiles(events_of(db, gp)[5:]) == ["PatientCreate"]
+    assert profiles(events_of(db, gp)[8:]) == ["AuthZconsent", "PatientCreate"]
+    # a refused write is a consent decision too (rule 10: a patient's Consents are the patient's)
+    refused = gp.post("Consent", _consent(record["a"], "deny", "Practitioner/autre"))
+    assert refused.status_code == 403
+    denied = events_of(db, gp)[10:]
+    assert profiles(denied) == ["AuthZconsent"] and denied[0]["outcome"] == "4"
     # every event validates
     for event in events_of(db, gp):
         assert resource_issues(event) == [], event
+
+
+def test_a_consent_decision_names_the_consents_it_weighed(server: LiveServer, db: Any, record: dict[str, str]) -> None:
+    """BALP AuthZconsent: the patient's Consents are the decision's entities, whichever way it went."""
+    patient = server.client("patient/*.cruds", fhir_user=f"Patient/{record['b']}")
+    consent = patient.post("Consent", _consent(record["b"], "deny", "Practitioner/bloque"))
+    assert consent.status_code == 201, consent.text
+    gp = server.client("user/*.rs", fhir_user=f"Practitioner/{record['gp']}")
+    blocked = server.client("user/*.rs", fhir_user="Practitioner/bloque")
+    assert gp.get(f"Observation/{record['obs_b']}").status_code == 200
+    assert blocked.get(f"Observation/{record['obs_b']}").status_code == 404
+    for client, outcome in ((gp, "0"), (blocked, "4")):
+        decision = [e for e in events_of(db, client) if profiles([e]) == ["AuthZconsent"]]
+        assert len(decision) == 1 and decision[0]["outcome"] == outcome
+        weighed = [e["what"]["reference"] for e in decision[0]["entity"] if e.get("role", {}).get("code") == "4"]
+        assert weighed == [f"Consent/{consent.json()['id']}"]
 
 
 def test_emergency_access_raises_a_security_alert(server: LiveServer, db: Any, record: dict[str, str]) -> None:
     doctor = server.client("user/*.rs", fhir_user="Practitioner/urgentiste", purpose="BTG")
     assert doctor.get(f"Observation/{record['obs_s']}").status_code == 200
     events = events_of(db, doctor)
-    assert profiles(events) == ["PatientRead", "SecurityAlert"]
-    alert = events[1]
+    assert profiles(events) == ["PatientRead", "AuthZconsent", "SecurityAlert"]
+    alert = events[2]
     assert alert["subtype"][0]["code"] == "110127" and alert["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
 
 
@@ -123,8 +158,8 @@ def test_audit_events_are_append_only_and_the_patient_reads_their_own(server: Li
     seen = {p for e in trail["entry"] for p in patients(e["resource"])}
     assert seen == {f"Patient/{record['a']}"}
     assert patient.get(f"AuditEvent?patient=Patient/{record['b']}").json().get("entry", []) == []
-    # reading the trail is itself audited (one PatientQuery), and does not recurse
-    assert profiles(events_of(db, patient)) == ["PatientQuery", "Query"]
+    # reading the trail is itself audited (one PatientQuery, with its consent decision), and does not recurse
+    assert profiles(events_of(db, patient)) == ["PatientQuery", "AuthZconsent", "Query"]
 
 
 def test_the_request_fails_closed_when_the_trail_cannot_be_written(ferretdb: Any, mongo: Any, tmp_path: Any) -> None:
