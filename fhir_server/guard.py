@@ -4,12 +4,18 @@ rules with the patients' Consents (consent/engine.py), over the facts this modul
 Every read path asks the same two questions (ARCHITECTURE.md rules 5 and 6): ``clause(type)``, ANDed
 into each query so that counts and pages stay true, and ``permits(type, ...)`` for each resource
 before it leaves. The facts (which patients' records the caller may open, their Consents, and, for a
-representative caller only, the registered legal representatives) are loaded once per request and never
-cached across requests, so a Consent change or a revoked representative applies to the next one.
+representative caller only, the registered legal representatives) are read from the store or from what
+the worker learnt of them while no Patient, Consent, CareTeam or RelatedPerson was written since (one
+lookup of the store's generation per request): a Consent change or a revoked representative applies to
+the next request.
 """
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .auth import access
@@ -29,12 +35,52 @@ def _and(*conditions: Filter | None) -> Filter | None:
     return conjunction(*conditions) or None
 
 
+KNOWN_SECONDS = 30.0  # a safety net: what a worker knows is read again at least this often
+KNOWN_MAX = 100_000  # entries a worker keeps
+
+
+@dataclass
+class _Known:
+    """What a worker learnt from the records (facts, and the patients each caller may open), valid
+    while the store's generation stays the same: a write of a Patient, Consent, CareTeam or
+    RelatedPerson moves it before it is acknowledged, so the next request reads them again."""
+    generation: int
+    since: float = field(default_factory=time.monotonic)
+    facts: dict[tuple[str, bool], PatientFacts | None] = field(default_factory=dict)
+    candidates: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
+
+    def fresh(self, generation: int) -> bool:
+        return self.generation == generation and time.monotonic() - self.since < KNOWN_SECONDS and \
+            len(self.facts) + len(self.candidates) < KNOWN_MAX
+
+
+_KNOWN: weakref.WeakKeyDictionary[Store, _Known] = weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
+
+
+def _known(store: Store) -> _Known:
+    """This worker's knowledge of the store's records, after one lookup of its generation."""
+    generation = store.generation()
+    with _known_lock:
+        known = _KNOWN.get(store)
+        if known is None or not known.fresh(generation):
+            known = _KNOWN[store] = _Known(generation)
+        return known
+
+
 class Guard:
     def __init__(self, store: Store, ctx: RequestContext, settings: Settings, targets: Iterable[str] = (),
                  narrowing: bool = True) -> None:
         self.store, self.ctx, self.settings, self.narrowing = store, ctx, settings, narrowing
         self.targets = {t for t in targets if t}  # patients the request names (emergency access is per patient)
         self._access: Access | None = None
+        self._known: _Known | None = None
+
+    @property
+    def known(self) -> _Known:
+        if self._known is None:
+            self._known = _known(self.store)
+        return self._known
 
     @property
     def who(self) -> Any:
@@ -73,13 +119,33 @@ class Guard:
             me += [f"urn:oid:1.2.250.1.71.4.2.1|{who.rpps}", f"https://rpps.esante.gouv.fr|{who.rpps}"]
         if not me:
             return set()
+        key = tuple(sorted(me))
+        if (known := self.known.candidates.get(key)) is not None:
+            return set(known)
         found: set[str] = set()
         for rtype, code in (("Consent", "actor"), ("Patient", "general-practitioner"), ("CareTeam", "participant")):
             for doc in self.store.find_current(rtype, {f"search.{code}.r": {"$in": me}}, {"compartments": 1}):
                 found.update(patients_in(doc.get("compartments") or ()))
+        self.known.candidates[key] = frozenset(found)
         return found
 
     def _facts(self, patients: set[str]) -> dict[str, PatientFacts]:
+        """The facts of these patients' records (those that exist), from what this worker knows or else
+        from the store. Only a representative's decision depends on the registered representatives:
+        nobody else pays their lookup."""
+        with_representatives = self.who.kind == "representative"
+        facts, missing = {}, set()
+        for patient in patients:
+            if (patient, with_representatives) not in self.known.facts:
+                missing.add(patient)
+            elif (known := self.known.facts[(patient, with_representatives)]) is not None:
+                facts[patient] = known
+        loaded = self._load_facts(missing, with_representatives)
+        for patient in missing:
+            self.known.facts[(patient, with_representatives)] = loaded.get(patient)
+        return facts | loaded
+
+    def _load_facts(self, patients: set[str], with_representatives: bool) -> dict[str, PatientFacts]:
         if not patients:
             return {}
         refs = [f"Patient/{p}" for p in sorted(patients)]
@@ -95,7 +161,7 @@ class Guard:
                 teams.setdefault(subject, set()).update(
                     (p.get("member") or {}).get("reference", "") for p in team.get("participant") or ())
         representatives: dict[str, list[Any]] = {}
-        if self.who.kind == "representative":  # only their decision depends on it: nobody else pays the query
+        if with_representatives:
             for person in self.store.current_resources("RelatedPerson", {"compartments": {"$in": refs}}):
                 if (found := representative(person)) is not None:
                     representatives.setdefault(found.patient, []).append(found)

@@ -530,9 +530,9 @@ def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tu
     if not (operator or guard.acts_for(rid)):
         raise Forbidden("a record's access history is for its patient or their registered legal representative")
     kept = [(k, v) for k, v in params if k in ("_count", "_cursor")]
-    accesses = ("type", f"{balp.EVENT_TYPE}|rest")  # the accesses, not the consent decisions nor the alerts
     body, _ = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$access-history", ("AuditEvent",),
-                            [("_sort", "-date"), accesses, *kept], compartment=("Patient", rid), policy=guard)
+                            [("_sort", "-date"), *kept], compartment=("Patient", rid), policy=guard,
+                            excluding=balp.PERMITS)  # each access says it all; its permit would repeat it
     events = [jsonio.loads(orjson.dumps(e["resource"])) for e in body.get("entry", [])]  # stored bytes, parsed
     actors = sorted({a["who"]["reference"] for e in events for a in e.get("agent", [])
                      if a.get("requestor") and (a.get("who") or {}).get("reference", "").startswith("Practitioner/")})

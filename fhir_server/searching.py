@@ -24,15 +24,18 @@ MAX_ITERATE = 3
 
 def run(store: Store, config: Config, base_url: str, path: str, types: tuple[str, ...],
         params: list[tuple[str, str]], strict: bool = False,
-        compartment: tuple[str, str] | None = None, policy: Policy | None = None
-        ) -> tuple[dict[str, Any], set[str]]:
+        compartment: tuple[str, str] | None = None, policy: Policy | None = None,
+        excluding: list[tuple[str, str]] | None = None) -> tuple[dict[str, Any], set[str]]:
     """The searchset Bundle for ``params`` over ``types`` (optionally inside a compartment), as far as
     the ``policy`` lets the caller see (narrowed in every query, every resource checked again), and
-    the patients whose data it holds (for the audit trail)."""
+    the patients whose data it holds (for the audit trail). ``excluding``: search parameters whose
+    matches are left out (the server's own projections, such as ``$access-history``)."""
     query = parse(types, params, default_count=config.default_count, max_count=config.max_count, strict=strict)
     searcher = Searcher(store, base_url, policy)
     extra = [{"compartments": f"{compartment[0]}/{compartment[1]}"}] if compartment else []
-    compiled = {t: searcher.compile(t, query, extra) for t in types}
+    unwanted = parse(types, excluding, default_count=1, max_count=1, strict=True) if excluding else None
+    compiled = {t: searcher.compile(t, query, extra + (
+        [{"$nor": [searcher.compiler.compile(t, unwanted).filter]}] if unwanted else [])) for t in types}
 
     total = None
     if query.total != "none" or query.summary == "count":

@@ -151,7 +151,7 @@ def db(mongo: MongoClient[Any], server: LiveServer) -> Any:
 
 
 # the server's own bookkeeping, which its background sweep and locks change at any time
-BOOKKEEPING = {"transactions", "markers"}
+BOOKKEEPING = {"transactions", "markers", "generations"}
 
 
 def snapshot(db: Any) -> dict[str, int]:

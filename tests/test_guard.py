@@ -285,6 +285,37 @@ def test_a_consent_change_applies_to_the_next_request(dmp: Dmp, server: LiveServ
     assert _ids(stranger.get(f"DocumentReference?patient={adult}").json()) == set()
 
 
+def test_the_records_a_caller_may_open_follow_every_write(dmp: Dmp, server: LiveServer) -> None:
+    """The patients a professional may open without naming them (treating physician, care team) come
+    from what each worker knows of the records: every write of a Patient or CareTeam applies to the
+    next request, whichever worker answers it."""
+    stranger = server.client("user/*.rs", **dmp.actors()["dr_none"])
+    admin = server.client()
+    me = {"reference": f"Practitioner/{dmp.dr['none']}"}
+    nobtg, minor = dmp.p["nobtg"], dmp.p["minor"]
+
+    def subjects() -> set[str]:
+        found = set()
+        for _ in range(4):  # several requests: the server's workers may each answer one
+            bundle = stranger.get("Observation").json()
+            found |= {e["resource"]["subject"]["reference"] for e in bundle.get("entry", [])}
+        return found
+
+    assert subjects() == set()
+    patient = admin.get(f"Patient/{nobtg}").json()
+    assert admin.put(f"Patient/{nobtg}", {**patient, "generalPractitioner": [me]}).status_code == 200
+    try:
+        assert subjects() == {f"Patient/{nobtg}"}
+        team = admin.post("CareTeam", {"resourceType": "CareTeam", "status": "active",
+                                       "subject": {"reference": f"Patient/{minor}"}, "participant": [{"member": me}]})
+        assert subjects() == {f"Patient/{nobtg}", f"Patient/{minor}"}
+        admin.delete(f"CareTeam/{team.json()['id']}")
+        assert subjects() == {f"Patient/{nobtg}"}
+    finally:
+        admin.put(f"Patient/{nobtg}", {k: v for k, v in patient.items() if k != "meta"})
+    assert subjects() == set()
+
+
 def test_write_rules(dmp: Dmp, server: LiveServer) -> None:
     adult, closed = dmp.p["adult"], dmp.p["closed"]
     actors = dmp.actors()
@@ -334,3 +365,46 @@ def test_write_rules(dmp: Dmp, server: LiveServer) -> None:
     finally:
         for ref in created:  # leave the shared data set as the other tests know it
             assert admin.delete(ref).status_code == 200
+
+
+def test_a_worker_reads_the_records_again_only_after_a_write(ferretdb: Any) -> None:
+    """The facts and candidates a guard loads are kept per worker until the store's generation moves:
+    a second request reads one generation document, a request after a Consent write reads again."""
+    import uuid
+
+    from pymongo import MongoClient, monitoring
+
+    from fhir_server.context import RequestContext
+    from fhir_server.guard import Guard
+    from fhir_server.storage import connect
+
+    class Commands(monitoring.CommandListener):
+        seen: list[str] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "find":
+                self.seen.append(str(event.command["find"]))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    database = f"known_{uuid.uuid4().hex[:8]}"
+    store = connect(ferretdb.uri, database, 1 << 20)
+    store.db = MongoClient(ferretdb.uri, tz_aware=True, event_listeners=[Commands()])[database]
+    dr = "Practitioner/dr1"
+    patient = store.create("Patient", {"resourceType": "Patient", "generalPractitioner": [{"reference": dr}]}).id
+    ctx = RequestContext("http://x/fhir", who=Identity("practitioner", "app", parse_scopes("user/*.rs"), fhir_user=dr))
+
+    def request() -> tuple[PatientFacts, list[str]]:
+        Commands.seen.clear()
+        facts = Guard(store, ctx, Settings()).consent().facts[patient]
+        return facts, list(Commands.seen)
+
+    first, reads = request()
+    assert first.treating == {dr} and {"Consent", "Patient", "CareTeam"} <= set(reads)
+    again, reads = request()
+    assert again == first and reads == ["generations"]
+    store.create("Consent", _consent(patient, "deny", dr))
+    after, reads = request()
+    assert len(after.consents) == 1 and "Consent" in reads

@@ -25,6 +25,8 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ACTION = {"read": "R", "vread": "R", "search": "E", "create": "C", "update": "U", "delete": "D"}
 OUTCOME = {"success": "0", "minor": "4", "serious": "8"}
+AUTHZ = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
+PERMITS = [("subtype", f"{AUTHZ}|AuthZ-Consent"), ("outcome", "0")]  # the search for the permits decided
 PROFILE = {"read": "Read", "vread": "Read", "search": "Query", "create": "Create", "update": "Update",
            "delete": "Delete"}
 
@@ -120,13 +122,17 @@ def rest(ctx: RequestContext, interaction: str, patients: Iterable[str], referen
 
 def consent_decision(ctx: RequestContext, patient: str, permitted: bool, consents: Iterable[str],
                      client_address: str | None = None) -> dict[str, Any]:
-    """IHE.BasicAudit.AuthZconsent: the decision and the Consents it rested on."""
-    event = _base(ctx, "AuthZconsent", _coding(DCM, "110113", "Security Alert"), [], "E",
+    """IHE.BasicAudit.AuthZconsent: the decision (by the DMP rules and the patient's Consents), the
+    server as the authorizer, and the Consents it weighed."""
+    event = _base(ctx, "AuthZconsent", _coding(DCM, "110113", "Security Alert"),
+                  [_coding(AUTHZ, "AuthZ-Consent", "Authorization Decision using Roles and Consent")], "E",
                   "success" if permitted else "minor", client_address,
                   None if permitted else "access denied by the patient's consent or the DMP rules")
+    event["agent"].append({"requestor": False, "who": {"display": ctx.base_url}, "type": {"coding": [_coding(
+        "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "authserver", "authorization server")]}})
     event["entity"] = [_patient_entity(patient)] + [
-        {"what": {"reference": c}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
-         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")} for c in consents]
+        {"what": {"reference": c}, "type": _coding("http://hl7.org/fhir/resource-types", "Consent", "Consent")}
+        for c in consents]
     return event
 
 

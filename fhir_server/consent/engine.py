@@ -77,6 +77,9 @@ def representative(resource: dict[str, Any] | None) -> Representative | None:
     return Representative(f"RelatedPerson/{resource.get('id')}", patient, period_of(resource.get("period")))
 
 
+FACT_TYPES = frozenset({"Patient", "Consent", "CareTeam", "RelatedPerson"})  # what PatientFacts come from
+
+
 @dataclass(frozen=True)
 class PatientFacts:
     id: str

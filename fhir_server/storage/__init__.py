@@ -17,12 +17,13 @@ __all__ = ["AuthStore", "DatabaseUnavailable", "Store", "Version", "connect", "i
 def connect(uri: str, database: str, compress_above: int) -> Store:
     """A Store on ``uri``, indexing resources for search as it writes them. Writes are acknowledged
     only once journaled on a majority (durable)."""
+    from ..consent.engine import FACT_TYPES
     from ..resources.identity import unique_identifiers
     from ..search.index import index
 
     client: MongoClient[Any] = MongoClient(uri, tz_aware=True, w="majority", journal=True,
                                            serverSelectionTimeoutMS=5000, appname="fhir-server")
-    return Store(client[database], compress_above, index, unique_identifiers)
+    return Store(client[database], compress_above, index, unique_identifiers, FACT_TYPES)
 
 
 def sweep(store: Store, every: float) -> None:

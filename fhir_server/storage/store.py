@@ -20,7 +20,7 @@ import base64
 import binascii
 import random
 from contextlib import ExitStack, contextmanager
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import time
 import uuid
 import zlib
@@ -49,6 +49,7 @@ INLINE_BINARY_CHARS = 64 << 10
 KEEP_APART_ANYWAY_CHARS = 8 << 20  # even a non-canonical base64 text: documents stay far below 16 MB
 
 HISTORY = "history"
+GENERATIONS = "generations"  # how many times the ``watched`` types changed (Store.generation)
 HISTORY_INDEXES = {
     "t_1_i_1_v_-1": [("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
     "t_1_ts_-1__id_-1": [("t", ASCENDING), ("ts", DESCENDING), ("_id", DESCENDING)],
@@ -113,9 +114,10 @@ class Store:
     now = staticmethod(now)
 
     def __init__(self, db: Database[Any], compress_above: int = 8 << 10, indexer: Indexer | None = None,
-                 unique: Unique | None = None) -> None:
+                 unique: Unique | None = None, watched: frozenset[str] = frozenset()) -> None:
         self.db = db
         self.unique = unique
+        self.watched = watched
         self.history = db[HISTORY]
         self.compress_above = compress_above
         self.indexer = indexer
@@ -298,7 +300,9 @@ class Store:
     def _write(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
                method: str, by: Sequence[str] = ()) -> tuple[Version, bool]:
         with self.claiming([(rtype, rid, resource)]):
-            return self._write_version(rtype, rid, resource, if_match=if_match, method=method, by=by)
+            written = self._write_version(rtype, rid, resource, if_match=if_match, method=method, by=by)
+        self._changed([rtype])
+        return written
 
     def _write_version(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, if_match: int | None,
                        method: str, by: Sequence[str]) -> tuple[Version, bool]:
@@ -332,7 +336,20 @@ class Store:
         """Store all of ``writes`` or none of them, and no reader ever sees part of them
         (storage/transaction.py)."""
         with self.claiming([(w.type, w.id, w.resource) for w in writes]):
-            return transaction.commit(self, writes, by, self.transaction_timeout)
+            versions = transaction.commit(self, writes, by, self.transaction_timeout)
+        self._changed([w.type for w in writes])
+        return versions
+
+    def generation(self) -> int:
+        """How many times resources of the ``watched`` types changed. Each worker may keep what it
+        learnt from them (the consent facts, guard.py) while this number stays the same: a write
+        counts once its new version is visible, before it is acknowledged."""
+        doc = self.db[GENERATIONS].find_one({"_id": "watched"})
+        return int(doc["n"]) if doc else 0
+
+    def _changed(self, rtypes: Iterable[str]) -> None:
+        if self.watched.intersection(rtypes):
+            self.db[GENERATIONS].update_one({"_id": "watched"}, {"$inc": {"n": 1}}, upsert=True)
 
     @contextmanager
     def claiming(self, writes: Sequence[tuple[str, str, dict[str, Any] | None]]) -> Iterator[None]:
@@ -367,7 +384,10 @@ class Store:
         raise ServiceUnavailable("transactions keep committing under this search; try again")
 
     def recover(self) -> int:
-        return transaction.recover(self, self.transaction_timeout)
+        acted = transaction.recover(self, self.transaction_timeout)
+        if acted:  # what it rolled forward or back may be of the watched types
+            self._changed(self.watched)
+        return acted
 
     def search_of(self, rtype: str, rid: str, resource: dict[str, Any] | None) -> dict[str, Any]:
         """The search index stored beside a version (search/index.py)."""

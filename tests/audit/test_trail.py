@@ -121,7 +121,7 @@ def test_a_consent_decision_names_the_consents_it_weighed(server: LiveServer, db
     for client, outcome in ((gp, "0"), (blocked, "4")):
         decision = [e for e in events_of(db, client) if profiles([e]) == ["AuthZconsent"]]
         assert len(decision) == 1 and decision[0]["outcome"] == outcome
-        weighed = [e["what"]["reference"] for e in decision[0]["entity"] if e.get("role", {}).get("code") == "4"]
+        weighed = [e["what"]["reference"] for e in decision[0]["entity"] if e["type"]["code"] == "Consent"]
         assert weighed == [f"Consent/{consent.json()['id']}"]
 
 
@@ -212,6 +212,10 @@ def test_access_history_and_first_access_notice(server: LiveServer, db: Any, rec
     assert doctor["organization"]["valueReference"]["reference"] == "Organization/cabinet"
     assert doctor["action"]["valueCode"] == "read" and doctor["mode"]["valueCode"] == "TREAT"
     assert any(p["name"] == "link" for p in history["parameter"])  # paged
+    # each access is one row: the permit decided for it is not repeated (a refusal would be a row)
+    everything = patient.get(f"Patient/{patient_id}/$access-history?_count=100").json()["parameter"]
+    actions = [{part["name"]: part for part in p["part"]}["action"]["valueCode"] for p in everything if p["name"] == "access"]
+    assert "read" in actions and "AuthZ-Consent" not in actions
     assert resource_issues(history) == []
     assert gp.get(f"Patient/{patient_id}/$access-history").status_code == 403
 

@@ -50,3 +50,20 @@ def test_if_match_on_a_missing_resource_fails(store: Store) -> None:
     with pytest.raises(PreconditionFailed):
         store.update("Patient", "nobody", {"resourceType": "Patient", "id": "nobody"}, if_match=1)
     assert store.read("Patient", "nobody") is None
+
+
+def test_the_generation_counts_the_writes_of_the_watched_types(mongo: Any) -> None:
+    """Workers keep what they learnt of these types (guard.py) while the generation stays the same."""
+    from fhir_server.storage.transaction import Write
+    store = Store(mongo[f"store_{uuid.uuid4().hex[:8]}"], watched=frozenset({"Consent"}))
+    assert store.generation() == 0
+    store.create("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+    assert store.generation() == 0
+    store.update("Consent", "c1", {"resourceType": "Consent", "id": "c1", "status": "active"})
+    assert store.generation() == 1
+    store.delete("Consent", "c1")
+    assert store.generation() == 2
+    store.commit([Write("Consent", "c2", {"resourceType": "Consent", "id": "c2", "status": "draft"}, "PUT")])
+    assert store.generation() == 3
+    store.commit([Write("Observation", "o2", {"resourceType": "Observation", "id": "o2"}, "PUT")])
+    assert store.generation() == 3
