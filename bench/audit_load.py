@@ -19,6 +19,12 @@ What it does, all on 127.0.0.1:
    Observations, so each search returns data of exactly one patient). Prints the counts, the events
    lost (an answer without its event) and duplicated (an event without its answer), and any other event.
 
+With ``--crash-at S`` the database is killed (SIGKILL) S seconds into the load and started again on
+its files ``--down`` seconds later: requests meanwhile fail (503, the trail cannot be written), and at
+the end every access answered 200 must still have exactly its event; an event may exist for a request
+that got no 200 (the database stored it, then died before the answer), never more of them than such
+requests.
+
 Exits 0 when every answered access has exactly one event, 2 when not, 1 when it could not run.
 """
 from __future__ import annotations
@@ -77,6 +83,20 @@ def client(base: str, token: str, observations: list[tuple[str, str]], patients:
     session.close()
 
 
+def crash_database(stack: Stack, at: float, down: float, stop: threading.Event, log: list[str]) -> None:
+    """Kill the database ``at`` seconds into the load (no clean shutdown), start it again on its files
+    ``down`` seconds later, on the same port."""
+    ferret = stack.ferret
+    if stop.wait(at) or ferret is None or ferret.process is None:
+        return
+    ferret.process.kill()
+    ferret.process.wait()
+    log.append(f"{time.strftime('%H:%M:%S')} database killed")
+    time.sleep(down)
+    ferret.start()
+    log.append(f"{time.strftime('%H:%M:%S')} database started again on its files")
+
+
 def wait_idle(pgids: list[int], max_wait: float = 300) -> None:
     deadline = time.monotonic() + max_wait
     before = sum(cpu_seconds_of_group(g) for g in pgids)
@@ -115,6 +135,12 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
                                                       deadline, stop, args.seed + n, args.timeout, logs[n]),
                                 name=f"client-{n}", daemon=True) for n in range(args.clients)]
     print(f"\n{args.clients} clients for {args.minutes:g} minutes ({args.read_share:.0%} reads) ...", flush=True)
+    crashes: list[str] = []
+    if args.crash_at is not None:
+        if stack.ferret is None:
+            raise RuntimeError("--crash-at needs the FerretDB this script starts (not --mongodb-uri)")
+        threads.append(threading.Thread(target=crash_database, args=(stack, args.crash_at, args.down, stop, crashes),
+                                        name="crash", daemon=True))
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -144,7 +170,11 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
         else:
             other[(profile, subtype)] += n
     lost = answered - written
-    duplicated = written - answered
+    # an event for a request that got no 200: stored, then the answer failed (the database died)
+    unanswered = Counter((PROFILE[e.op], e.patient) for e in entries if e.status != 200)
+    duplicated = Counter({key: n - min(n, unanswered[key]) for key, n in (written - answered).items()})
+    duplicated += Counter()  # drop the zeros
+    attempts = sum(min(n, unanswered[key]) for key, n in (written - answered).items())
     statuses = Counter((e.op, e.status) for e in entries if e.status is not None)
     failures = Counter((e.op, e.error.split(":")[0]) for e in entries if e.status is None)
     mismatched = {key[1] for key in (lost + duplicated)}
@@ -172,6 +202,10 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
         print(f"- requests without an answer: {dict((f'{o} {k}', n) for (o, k), n in failures.items())} (the server "
               "may have audited them: they count as duplicated above when it did)")
     print(f"- other AuditEvents written during the run: {dict((f'{p}/{s}', n) for (p, s), n in other.items()) or 'none'}")
+    for line in crashes:
+        print(f"- {line}")
+    if args.crash_at is not None:
+        print(f"- events of requests that got no 200 (stored before the failure reached the answer): {attempts:,}")
     verdict = not lost and not duplicated and not other
     print(f"\nEvery access answered 200 has exactly one AuditEvent for its patient, and no event lacks its answer: "
           f"{'yes' if verdict else 'NO'}")
@@ -181,7 +215,7 @@ def run(stack: Stack, args: argparse.Namespace) -> int:
             "requests": len(entries), "statuses": {f"{o} {s}": n for (o, s), n in statuses.items()},
             "failures": {f"{o} {k}": n for (o, k), n in failures.items()},
             "events": {p: sum(n for (q, _), n in written.items() if q == p) for p in PROFILE.values()},
-            "lost": sum(lost.values()), "duplicated": sum(duplicated.values()),
+            "lost": sum(lost.values()), "duplicated": sum(duplicated.values()), "unanswered_with_event": attempts,
             "other_events": {f"{p}/{s}": n for (p, s), n in other.items()}}, indent=2))
     return 0 if verdict else 2
 
@@ -203,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "fhir_bench_<pid>, dropped at the end)")
     parser.add_argument("--json", type=Path, help="also write the counts to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--crash-at", type=float, help="kill the database this many seconds into the load")
+    parser.add_argument("--down", type=float, default=5, help="seconds the killed database stays down (default 5)")
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 10:
         parser.error("--minutes must be more than 0 and at most 10")
