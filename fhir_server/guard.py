@@ -58,7 +58,7 @@ _KNOWN: weakref.WeakKeyDictionary[Store, _Known] = weakref.WeakKeyDictionary()
 _known_lock = threading.Lock()
 
 
-def _known(store: Store) -> _Known:
+def _learnt(store: Store) -> _Known:
     """This worker's knowledge of the store's records, after one lookup of its generation."""
     generation = store.generation()
     with _known_lock:
@@ -79,7 +79,7 @@ class Guard:
     @property
     def known(self) -> _Known:
         if self._known is None:
-            self._known = _known(self.store)
+            self._known = _learnt(self.store)
         return self._known
 
     @property
