@@ -26,7 +26,7 @@ OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ACTION = {"read": "R", "vread": "R", "search": "E", "create": "C", "update": "U", "delete": "D"}
 OUTCOME = {"success": "0", "minor": "4", "serious": "8"}
 AUTHZ = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
-PERMITS = [("subtype", f"{AUTHZ}|AuthZ-Consent"), ("outcome", "0")]  # the search for the permits decided
+PERMITS = [("subtype", f"{AUTHZ}|AuthZ-Consent,{AUTHZ}|AuthZ-Role"), ("outcome", "0")]  # the permits decided
 PROFILE = {"read": "Read", "vread": "Read", "search": "Query", "create": "Create", "update": "Update",
            "delete": "Delete"}
 
@@ -67,11 +67,11 @@ def _agents(ctx: RequestContext, server: str, client_address: str | None) -> lis
     return agents
 
 
-def _base(ctx: RequestContext, profile: str, event_type: dict[str, str], subtypes: list[dict[str, str]],
+def _base(ctx: RequestContext, profile: str | None, event_type: dict[str, str], subtypes: list[dict[str, str]],
           action: str, outcome: str, client_address: str | None, description: str | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "meta": {"profile": [BALP + profile]},
+        **({"meta": {"profile": [BALP + profile]}} if profile else {}),
         "type": event_type, **({"subtype": subtypes} if subtypes else {}), "action": action,
         "recorded": instant(datetime.now(UTC)), "outcome": OUTCOME[outcome],
         "purposeOfEvent": [{"coding": [_coding(ACT_REASON, ctx.who.purpose)]}],
@@ -122,11 +122,14 @@ def rest(ctx: RequestContext, interaction: str, patients: Iterable[str], referen
 
 def consent_decision(ctx: RequestContext, patient: str, permitted: bool, consents: Iterable[str],
                      client_address: str | None = None) -> dict[str, Any]:
-    """IHE.BasicAudit.AuthZconsent: the decision (by the DMP rules and the patient's Consents), the
-    server as the authorizer, and the Consents it weighed."""
-    event = _base(ctx, "AuthZconsent", _coding(DCM, "110113", "Security Alert"),
-                  [_coding(AUTHZ, "AuthZ-Consent", "Authorization Decision using Roles and Consent")], "E",
-                  "success" if permitted else "minor", client_address,
+    """A decision on a patient's record, the server as the authorizer: IHE.BasicAudit.AuthZconsent when
+    the patient has Consents (they are its entities), else the same pattern decided by the DMP rules
+    on roles alone (subtype AuthZ-Role: the profile's Consent entity would be missing)."""
+    consents = list(consents)
+    subtype = _coding(AUTHZ, "AuthZ-Consent", "Authorization Decision using Roles and Consent") if consents else \
+        _coding(AUTHZ, "AuthZ-Role", "Authorization Decision using only Roles")
+    event = _base(ctx, "AuthZconsent" if consents else None, _coding(DCM, "110113", "Security Alert"), [subtype],
+                  "E", "success" if permitted else "minor", client_address,
                   None if permitted else "access denied by the patient's consent or the DMP rules")
     event["agent"].append({"requestor": False, "who": {"display": ctx.base_url}, "type": {"coding": [_coding(
         "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "authserver", "authorization server")]}})

@@ -40,7 +40,9 @@ def events_of(db: Any, client: Fhir) -> list[dict[str, Any]]:
 
 
 def profiles(events: list[dict[str, Any]]) -> list[str]:
-    return [e["meta"]["profile"][0].removeprefix(BALP) for e in events]
+    """The BALP profile of each event; a decision by roles alone claims none: its subtype, AuthZ-Role."""
+    return [e["meta"]["profile"][0].removeprefix(BALP) if e["meta"].get("profile") else e["subtype"][0]["code"]
+            for e in events]
 
 
 def patients(event: dict[str, Any]) -> list[str]:
@@ -68,7 +70,7 @@ def test_each_access_writes_its_events(server: LiveServer, db: Any, record: dict
     gp = server.client("user/*.cruds", fhir_user=f"Practitioner/{record['gp']}", rpps="10009", profession="10")
     assert gp.get(f"Observation/{record['obs_a']}").status_code == 200
     events = events_of(db, gp)
-    assert profiles(events) == ["PatientRead", "AuthZconsent"]
+    assert profiles(events) == ["PatientRead", "AuthZ-Role"]
     read, permit = events
     assert read["action"] == "R" and read["outcome"] == "0" and read["subtype"][0]["code"] == "read"
     assert patients(read) == [f"Patient/{record['a']}"]
@@ -81,7 +83,7 @@ def test_each_access_writes_its_events(server: LiveServer, db: Any, record: dict
     # a search over two patients: one PatientQuery and one permit per patient, with the query
     assert len(gp.get("Observation?code:text=audit").json()["entry"]) == 2
     events = events_of(db, gp)[2:]
-    assert profiles(events) == ["PatientQuery", "PatientQuery", "AuthZconsent", "AuthZconsent"]
+    assert profiles(events) == ["PatientQuery", "PatientQuery", "AuthZ-Role", "AuthZ-Role"]
     assert sorted(p for e in events[:2] for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
     assert sorted(p for e in events[2:] for p in patients(e)) == sorted([f"Patient/{record['a']}", f"Patient/{record['b']}"])
     query = next(e for e in events[0]["entity"] if e.get("role", {}).get("code") == "24")
@@ -92,18 +94,18 @@ def test_each_access_writes_its_events(server: LiveServer, db: Any, record: dict
     # a refused read: the consent decision, and the answer a missing resource gets
     assert gp.get(f"Observation/{record['obs_s']}").status_code == 404
     denied = events_of(db, gp)[7:]
-    assert profiles(denied) == ["AuthZconsent"] and denied[0]["outcome"] == "4"
+    assert profiles(denied) == ["AuthZ-Role"] and denied[0]["outcome"] == "4"
     assert patients(denied[0]) == [f"Patient/{record['stranger']}"]
     # writes: the DMP's write rules decide first (permit), then the write is recorded
     created = gp.post("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "new"},
                                       "subject": {"reference": f"Patient/{record['a']}"}})
     assert created.status_code == 201
-    assert profiles(events_of(db, gp)[8:]) == ["AuthZconsent", "PatientCreate"]
+    assert profiles(events_of(db, gp)[8:]) == ["AuthZ-Role", "PatientCreate"]
     # a refused write is a consent decision too (rule 10: a patient's Consents are the patient's)
     refused = gp.post("Consent", _consent(record["a"], "deny", "Practitioner/autre"))
     assert refused.status_code == 403
     denied = events_of(db, gp)[10:]
-    assert profiles(denied) == ["AuthZconsent"] and denied[0]["outcome"] == "4"
+    assert profiles(denied) == ["AuthZ-Role"] and denied[0]["outcome"] == "4"
     # every event validates
     for event in events_of(db, gp):
         assert resource_issues(event) == [], event
@@ -129,7 +131,7 @@ def test_emergency_access_raises_a_security_alert(server: LiveServer, db: Any, r
     doctor = server.client("user/*.rs", fhir_user="Practitioner/urgentiste", purpose="BTG")
     assert doctor.get(f"Observation/{record['obs_s']}").status_code == 200
     events = events_of(db, doctor)
-    assert profiles(events) == ["PatientRead", "AuthZconsent", "SecurityAlert"]
+    assert profiles(events) == ["PatientRead", "AuthZ-Role", "SecurityAlert"]
     alert = events[2]
     assert alert["subtype"][0]["code"] == "110127" and alert["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
 
@@ -159,7 +161,7 @@ def test_audit_events_are_append_only_and_the_patient_reads_their_own(server: Li
     assert seen == {f"Patient/{record['a']}"}
     assert patient.get(f"AuditEvent?patient=Patient/{record['b']}").json().get("entry", []) == []
     # reading the trail is itself audited (one PatientQuery, with its consent decision), and does not recurse
-    assert profiles(events_of(db, patient)) == ["PatientQuery", "AuthZconsent", "Query"]
+    assert profiles(events_of(db, patient)) == ["PatientQuery", "AuthZ-Role", "Query"]
 
 
 def test_the_request_fails_closed_when_the_trail_cannot_be_written(ferretdb: Any, mongo: Any, tmp_path: Any) -> None:
@@ -235,8 +237,8 @@ def test_every_kind_of_audit_event_written_passes_the_hl7_validator(server: Live
                      tuple(c.get("code") for c in resource.get("subtype") or ()), resource.get("outcome"),
                      tuple(sorted(str((e.get("role") or {}).get("code")) for e in resource.get("entity") or ())))
             shapes.setdefault(shape, resource)
-    assert {s[1][0].removeprefix(BALP) for s in shapes if s[0] == "AuditEvent"} >= {
-        "PatientRead", "PatientQuery", "PatientCreate", "AuthZconsent"}
+    assert {s[1][0].removeprefix(BALP) if s[1] else s[2][0] for s in shapes if s[0] == "AuditEvent"} >= {
+        "PatientRead", "PatientQuery", "PatientCreate", "AuthZconsent", "AuthZ-Role"}
     with Validator() as validator:
         errors = {f"{r['resourceType']} {shape[1:]}: {i.location}: {i.message}"
                   for shape, r in shapes.items() for i in validator.validate(r).of("error", "fatal")}
