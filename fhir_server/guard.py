@@ -251,9 +251,10 @@ class Guard:
             return []
         return sorted({p for r in (new, old) if r for p in patients_in(index(r)["compartments"])})
 
-    def check_write(self, action: str, rtype: str, new: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
-        """The DMP rules on writes (consent/writes.py), over the records the resource belongs to."""
-        patients = self.write_patients(rtype, new, old)
+    def check_write(self, action: str, rtype: str, new: dict[str, Any] | None, old: dict[str, Any] | None,
+                    patients: list[str]) -> None:
+        """The DMP rules on writes (consent/writes.py), over the records the resource belongs to
+        (``write_patients``)."""
         if not patients:
             return
         facts = self.consent(patients).facts

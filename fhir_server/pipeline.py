@@ -82,7 +82,7 @@ def _visible(svc: Services, guard: Guard, version: Version | None, what: str) ->
     """The version, if it exists and the caller may see it: what they may not see does not exist (the
     refusal is audited, the answer is the one a missing resource gets)."""
     if version is not None and not _permitted(guard, version, "r"):
-        _consent_decisions(svc, guard, patients_in(version.compartments or ()), False)
+        _audit_events(svc, _decisions(guard, patients_in(version.compartments or ()), False))
         version = None
     if version is None:
         raise NotFound(f"{what} is not known")
@@ -142,7 +142,7 @@ def _audit(svc: Services, ctx: RequestContext, interaction: str, patients: Itera
     patients = sorted(set(patients))
     events = balp.rest(ctx, interaction, patients, references, query, client_address=ctx.client_address)
     if guard is not None and not guard.unrestricted:
-        events += [balp.consent_decision(ctx, p, True, guard.consents_used(p), ctx.client_address) for p in patients]
+        events += _decisions(guard, patients, True)
     if ctx.who.purpose in EMERGENCY:
         events += [balp.emergency_started(ctx, p, ctx.client_address) for p in patients]
     trail.record(svc.store, events)
@@ -274,16 +274,17 @@ def _check_write(svc: Services, guard: Guard, action: str, rtype: str, new: dict
     """The DMP's rules on a write; the decision on each record, permit or deny, is audited first."""
     patients = guard.write_patients(rtype, new, old)
     try:
-        guard.check_write(action, rtype, new, old)
+        guard.check_write(action, rtype, new, old, patients)
     except (Forbidden, Conflict):
-        _consent_decisions(svc, guard, patients, False)
+        _audit_events(svc, _decisions(guard, patients, False))
         raise
-    _consent_decisions(svc, guard, patients, True)
+    _audit_events(svc, _decisions(guard, patients, True))
 
 
-def _consent_decisions(svc: Services, guard: Guard, patients: Iterable[str], permitted: bool) -> None:
-    _audit_events(svc, [balp.consent_decision(guard.ctx, p, permitted, guard.consents_used(p), guard.ctx.client_address)
-                        for p in patients])
+def _decisions(guard: Guard, patients: Iterable[str], permitted: bool) -> list[dict[str, Any]]:
+    """BALP AuthZconsent events: the decision on each patient's record, with the Consents it weighed."""
+    return [balp.consent_decision(guard.ctx, p, permitted, guard.consents_used(p), guard.ctx.client_address)
+            for p in patients]
 
 
 def create(svc: Services, ctx: RequestContext, rtype: str, body: bytes, if_none_exist: str | None = None) -> Result:
@@ -525,9 +526,8 @@ def access_history(svc: Services, ctx: RequestContext, rid: str, params: list[tu
     """``Patient/{id}/$access-history``: who accessed the record, newest first, paged; for the patient,
     their registered legal representative, or an operator. Built from the audit trail (requestors only)."""
     check_id(rid)
-    operator = ctx.who.kind == "development" or (ctx.who.kind == "system" and ctx.who.operator)
     guard = svc.guard(ctx, [rid])
-    if not (operator or guard.acts_for(rid)):
+    if not (guard.unrestricted or guard.acts_for(rid)):
         raise Forbidden("a record's access history is for its patient or their registered legal representative")
     kept = [(k, v) for k, v in params if k in ("_count", "_cursor")]
     body, _ = searching.run(svc.store, svc.config, ctx.base_url, f"Patient/{rid}/$access-history", ("AuditEvent",),
