@@ -15,7 +15,8 @@ by hand):
 - ``elements.json``: per resource type, its top-level summary and mandatory elements
   (``_summary`` and ``_elements`` need them, https://hl7.org/fhir/R4/search.html#summary).
 - ``search-parameters.json``: per resource type, every official R4 SearchParameter (code, type, the
-  FHIRPath expression restricted to that type, reference targets, composite components, its url).
+  FHIRPath expression restricted to that type, reference targets, composite components, its url), and
+  the server's own (``capability/profiles.py``).
 - ``profiles.json``: the DMP's StructureDefinitions and ValueSets (``capability/profiles.py``).
 - ``compartments.json``: per compartment (Patient, Practitioner ...), the parameters that put a resource
   of each type in it (the official CompartmentDefinitions).
@@ -196,6 +197,11 @@ def build_search_parameters(examples: Path, types: list[str]) -> None:
                     first, second = entry["component"]
                     first["expression"], second["expression"] = second["expression"], first["expression"]
             table[base][sp["code"]] = entry
+    for sp in profiles.build()["entry"]:  # the server's own, published with the profiles
+        sp = sp["resource"]
+        if sp["resourceType"] == "SearchParameter":
+            for base in sp["base"]:
+                table[base][sp["code"]] = {"type": sp["type"], "expression": sp["expression"], "url": sp["url"]}
     (DATA / "search-parameters.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 

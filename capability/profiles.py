@@ -1,4 +1,5 @@
-"""The DMP's profiles, written here as rules, and what the server ships of them.
+"""The DMP's profiles, written here as rules, and what the server ships of them; with the search
+parameters the server defines beyond R4's.
 
     python capability/profiles.py     # rebuild fhir_server/data/profiles.json
 
@@ -211,10 +212,26 @@ def value_set(vid: str, title: str, codes: dict[str, dict[str, str | None]]) -> 
             "date": DATE, "publisher": "fhir-server-dmp", "immutable": False, "compose": {"include": include}}
 
 
+SEARCH_PARAMETERS = (  # (base, code, type, FHIRPath expression, description): beyond the R4 ones
+    ("AuditEvent", "purpose", "token", "AuditEvent.purposeOfEvent | AuditEvent.agent.purposeOfUse",
+     "The purpose of use of the access, the event's or an agent's (v3-ActReason: TREAT, and the emergency "
+     "modes BTG, break the glass, and ETREAT, emergency regulation); R5 defines AuditEvent-purpose alike"),
+)
+
+
+def search_parameter(base: str, code: str, kind: str, expression: str, description: str) -> dict[str, Any]:
+    sid = f"{base}-{code}"
+    return {"resourceType": "SearchParameter", "id": sid, "url": f"{BASE}/SearchParameter/{sid}",
+            "version": VERSION, "name": base + code.capitalize(), "status": "active", "date": DATE,
+            "publisher": "fhir-server-dmp", "description": description, "code": code, "base": [base],
+            "type": kind, "expression": expression, "xpathUsage": "normal"}
+
+
 def build() -> dict[str, Any]:
     table = json.loads(DOCUMENT_CODES.read_text(encoding="utf-8"))
     resources = [structure_definition(p) for p in PROFILES]
     resources += [value_set(vid, title, table[element]) for vid, title, element in VALUE_SETS]
+    resources += [search_parameter(*sp) for sp in SEARCH_PARAMETERS]
     return {"resourceType": "Bundle", "type": "collection",
             "entry": [{"fullUrl": r["url"], "resource": r} for r in resources]}
 

@@ -116,7 +116,7 @@ def test_the_hl7_validator_finds_no_error_in_the_example_dmp() -> None:
     A Patient breaking its profile is an error there too: the validator does read our profiles."""
     bundles = dmp.build(TODAY)
     with Validator(PROFILES) as validator:
-        assert validator.loaded == len(conformance_resources())
+        assert validator.loaded == len([r for r in conformance_resources() if r["resourceType"] != "SearchParameter"])
         errors = {f"{b['entry'][0]['fullUrl']}: {i.location}: {i.message}"
                   for b in bundles for i in validator.validate(b).of("error", "fatal")}
         assert not errors, sorted(errors)[:20]
