@@ -1,17 +1,16 @@
 """Writing the audit trail: before an access is answered, its AuditEvents are durably stored; when
 they cannot be, the request fails closed (503) and nothing is returned.
 
-Group commit: the requests of a worker hand their events to one writer thread and wait for it; while
-it stores one batch (a single ``insert_many``, one durable write), the next requests' events queue up
-and go together in the next. Alone, a request waits for its own write only; under load, N concurrent
-requests share one database round trip and one journal flush instead of paying N.
+Group commit, led by the requests themselves: a request that finds no write in progress stores its
+events at once, in its own thread (no hand-over to another thread: the uncontended case costs one
+insert and nothing else). Requests that arrive while a write is in progress queue their events; when
+it ends, the first of them stores the whole queue in one ``insert_many`` (one durable write) for all.
+Under load, N concurrent requests share one database round trip instead of paying N.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 from ..errors import ServiceUnavailable
@@ -22,39 +21,71 @@ WRITER = ("server/audit",)
 MAX_BATCH = 500  # events per insert
 WAIT_SECONDS = 30.0
 
-_writers: dict[int, _GroupWriter] = {}
-_lock = threading.Lock()
+
+class _Waiting:
+    """One request's events, and how their write ended (``error`` None: stored)."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.woken = threading.Event()  # stored, failed, or this request now leads the next write
+        self.done = False
+        self.error: BaseException | None = None
 
 
 class _GroupWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pending: queue.SimpleQueue[tuple[list[dict[str, Any]], Future[None]]] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="audit-writer", daemon=True).start()
+        self.lock = threading.Lock()
+        self.queue: list[_Waiting] = []
+        self.writing = False  # a request is storing a batch; the others queue behind it
 
     def write(self, events: list[dict[str, Any]]) -> None:
-        done: Future[None] = Future()
-        self.pending.put((events, done))
-        done.result(timeout=WAIT_SECONDS)
+        me = _Waiting(events)
+        with self.lock:
+            self.queue.append(me)
+            leads = not self.writing
+            self.writing = True
+        while not me.done:
+            if not leads and not me.woken.wait(WAIT_SECONDS):
+                with self.lock:
+                    if not me.woken.is_set():  # never handed the lead now: leave the queue
+                        if me in self.queue:
+                            self.queue.remove(me)
+                        raise TimeoutError("the audit trail's write did not end in time")
+            if not me.done:
+                self._lead(me)
+            leads = False
+        if me.error is not None:
+            raise me.error
 
-    def _run(self) -> None:
-        while True:
-            batch = [self.pending.get()]
-            size = len(batch[0][0])
-            while size < MAX_BATCH:
-                try:
-                    batch.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
-                size += len(batch[-1][0])
-            try:
-                self.store.append("AuditEvent", [e for events, _ in batch for e in events], WRITER)
-            except Exception as error:  # noqa: BLE001 - every waiting request learns it failed
-                for _, done in batch:
-                    done.set_exception(error)
-            else:
-                for _, done in batch:
-                    done.set_result(None)
+    def _lead(self, me: _Waiting) -> None:
+        """Store the queue's head (at most MAX_BATCH events, one request at least), then hand the lead
+        to the next request waiting, if any."""
+        with self.lock:
+            me.woken.clear()
+            batch, size = [], 0
+            while self.queue and (not batch or size + len(self.queue[0].events) <= MAX_BATCH):
+                batch.append(self.queue.pop(0))
+                size += len(batch[-1].events)
+        error: BaseException | None = RuntimeError("the audit write was interrupted")
+        try:
+            self.store.append("AuditEvent", [e for waiting in batch for e in waiting.events], WRITER)
+            error = None
+        except Exception as failure:  # noqa: BLE001 - every request of the batch learns it failed
+            error = failure
+        finally:
+            for waiting in batch:
+                waiting.error, waiting.done = error, True
+                waiting.woken.set()
+            with self.lock:
+                if self.queue:
+                    self.queue[0].woken.set()  # the next write is theirs
+                else:
+                    self.writing = False
+
+
+_writers: dict[int, _GroupWriter] = {}
+_lock = threading.Lock()
 
 
 def _writer(store: Store) -> _GroupWriter:

@@ -4,13 +4,20 @@ closed when the trail cannot be written."""
 from __future__ import annotations
 
 import base64
+import time
+from datetime import UTC, datetime
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import pytest
 from pymongo import ASCENDING
 
+from fhir_server.audit import trail
+from fhir_server.errors import ServiceUnavailable
 from fhir_server.resources.validation import resource_issues
+from fhir_server.storage import Store
 from fhir_server.storage.search import stored_json
 from tests.conftest import Fhir, LiveServer, assert_outcome
 
@@ -136,6 +143,35 @@ def test_emergency_access_raises_a_security_alert(server: LiveServer, db: Any, r
     assert alert["subtype"][0]["code"] == "110127" and alert["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
 
 
+def test_the_trail_is_searched_by_patient_date_agent_entity_type_subtype_outcome_and_purpose(
+        server: LiveServer, record: dict[str, str]) -> None:
+    doctor = server.client("user/*.rs", fhir_user="Practitioner/trail-search", purpose="BTG")
+    assert doctor.get(f"Observation/{record['obs_s']}").status_code == 200
+    admin = server.client()
+
+    def found(query: str) -> list[str]:
+        bundle = admin.get(f"AuditEvent?agent=Practitioner/trail-search&{query}").json()
+        assert bundle["resourceType"] == "Bundle", bundle
+        return sorted(profiles([e["resource"] for e in bundle.get("entry", [])]))
+
+    every = ["AuthZ-Role", "PatientRead", "SecurityAlert"]
+    assert found("purpose=http://terminology.hl7.org/CodeSystem/v3-ActReason|BTG") == every
+    assert found("purpose=TREAT") == []
+    assert found(f"patient=Patient/{record['stranger']}") == every
+    assert found(f"patient=Patient/{record['a']}") == []
+    assert found(f"date=ge{datetime.now(UTC).date().isoformat()}") == every and found("date=lt2026-01-01") == []
+    assert found(f"entity=Observation/{record['obs_s']}/_history/1") == ["PatientRead"]
+    assert found("type=http://dicom.nema.org/resources/ontology/DCM|110113") == ["AuthZ-Role", "SecurityAlert"]
+    assert found("subtype=http://hl7.org/fhir/restful-interaction|read") == ["PatientRead"]
+    assert found("subtype=110127") == ["SecurityAlert"]
+    assert found("outcome=0") == every and found("outcome=4,8") == []
+    assert found("action=R") == ["PatientRead"]
+    definition = admin.get("SearchParameter/AuditEvent-purpose").json()  # the server's own, published
+    assert definition["code"] == "purpose" and definition["base"] == ["AuditEvent"]
+    audit = next(r for r in admin.get("metadata").json()["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {"name": "purpose", "type": "token", "definition": definition["url"]} in audit["searchParam"]
+
+
 def test_refused_tokens_and_emergency_notices(server: LiveServer, db: Any, record: dict[str, str]) -> None:
     before = db["AuditEvent"].count_documents({})
     import requests
@@ -156,8 +192,8 @@ def test_audit_events_are_append_only_and_the_patient_reads_their_own(server: Li
     assert_outcome(admin.put(f"AuditEvent/{some['id']}", some), 405)
     assert_outcome(admin.delete(f"AuditEvent/{some['id']}"), 405)
     patient = server.client("patient/*.rs", fhir_user=f"Patient/{record['a']}")
-    trail = patient.get(f"AuditEvent?patient=Patient/{record['a']}&_count=100").json()
-    seen = {p for e in trail["entry"] for p in patients(e["resource"])}
+    own = patient.get(f"AuditEvent?patient=Patient/{record['a']}&_count=100").json()
+    seen = {p for e in own["entry"] for p in patients(e["resource"])}
     assert seen == {f"Patient/{record['a']}"}
     assert patient.get(f"AuditEvent?patient=Patient/{record['b']}").json().get("entry", []) == []
     # reading the trail is itself audited (one PatientQuery, with its consent decision), and does not recurse
@@ -243,3 +279,48 @@ def test_every_kind_of_audit_event_written_passes_the_hl7_validator(server: Live
         errors = {f"{r['resourceType']} {shape[1:]}: {i.location}: {i.message}"
                   for shape, r in shapes.items() for i in validator.validate(r).of("error", "fatal")}
     assert not errors, sorted(errors)
+
+
+class _Counting(Store):
+    """A real store that counts its AuditEvent inserts, takes its time (so that writes overlap), and
+    refuses the inserts whose events are marked "refuse"."""
+
+    def __init__(self, db: Any) -> None:
+        super().__init__(db)
+        self.inserts = 0
+
+    def append(self, rtype: str, resources: list[dict[str, Any]], by: Any = ()) -> Any:
+        self.inserts += 1
+        time.sleep(0.01)
+        if any(r.get("outcomeDesc") == "refuse" for r in resources):
+            raise RuntimeError("refused")
+        return super().append(rtype, resources, by)
+
+
+def _event(n: int, refuse: bool = False) -> dict[str, Any]:
+    return {"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-11-27T00:00:00Z",
+            "agent": [{"requestor": True, "who": {"display": str(n)}}], "source": {"observer": {"display": "t"}},
+            **({"outcomeDesc": "refuse"} if refuse else {})}
+
+
+def test_concurrent_requests_share_inserts_and_each_is_answered_for_its_own(mongo: Any) -> None:
+    store = _Counting(mongo[f"trail_{uuid.uuid4().hex[:8]}"])
+    outcomes: dict[int, str] = {}
+
+    def request(n: int) -> None:
+        try:
+            trail.record(store, [_event(n, refuse=n % 7 == 0), _event(n)])
+            outcomes[n] = "stored"
+        except ServiceUnavailable:
+            outcomes[n] = "refused"
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(request, range(160)))
+    stored = [orjson.loads(stored_json(d))["agent"][0]["who"]["display"] for d in store.db["AuditEvent"].find()]
+    assert len(outcomes) == 160
+    assert store.inserts < 160  # requests that came during a write shared the next one
+    # a request is answered only when its events are stored; a refused batch stores none of its events
+    assert sorted(stored) == sorted([str(n) for n, o in outcomes.items() if o == "stored"] * 2)
+    assert all(outcomes[n] == "refused" for n in range(0, 160, 7))
+    trail.record(store, [_event(1000)])  # the trail goes on after refusals
+    assert store.db["AuditEvent"].count_documents({}) == len(stored) + 1
