@@ -66,6 +66,14 @@ def token_key(parts: tuple[str, ...]) -> str:
     return f"{system}|{code}" if system else f"|{code}"
 
 
+def key_filter(key: str) -> Any:
+    """The condition on a token column (``index.token_keys``) for one key: ``system|`` (any code of the
+    system) is a prefix, which an index serves; any other key is an equality."""
+    if key.endswith("|") and key.count("|") == 1 and key != "|":
+        return {"$regex": "^" + re.escape(key)}
+    return key
+
+
 def _starts(text: str) -> Filter:
     return {"$regex": "^" + re.escape(fold(text))}
 
@@ -123,7 +131,7 @@ def _number(field: Callable[[str], str], value: Value) -> Filter:
 def _quantity(field: Callable[[str], str], value: Value) -> Filter:
     condition = _number(field, value)
     key = quantity_key(value)
-    return conjunction(condition, {field("k"): key}) if key else condition
+    return conjunction(condition, {field("k"): key_filter(key)}) if key else condition
 
 
 def quantity_key(value: Value) -> str | None:
@@ -163,7 +171,7 @@ class Compiler:
     def _reference(self, param: SearchParam, field: Callable[[str], str], modifier: str | None,
                    value: Value) -> Filter:
         if modifier == "identifier":
-            return {field("k"): token_key(value.parts)}
+            return {field("k"): key_filter(token_key(value.parts))}
         ref = local_reference(value, self.base_url)
         if modifier:  # :Type
             return {field("r"): f"{modifier}/{ref.rsplit('/', 1)[-1]}"}
@@ -186,7 +194,7 @@ class Compiler:
                 if len(value.parts) != 3:
                     raise BadRequest(f"{param.code}:of-type takes system|code|value, not '{value.raw}'")
                 return {field("y"): "|".join(value.parts)}
-            return {field("k"): token_key(value.parts)}
+            return {field("k"): key_filter(token_key(value.parts))}
         if kind == "reference":
             return self._reference(param, field, modifier, value)
         if kind == "date":
@@ -229,7 +237,7 @@ class Compiler:
             return f"search.{code}.{col}"
 
         if param.type == "token" and clause.modifier == "not":
-            return {field("k"): {"$nin": [token_key(v.parts) for v in clause.values]}}
+            return {"$nor": [{field("k"): key_filter(token_key(v.parts))} for v in clause.values]}
         combined = _or([self.value_filter(param, clause.modifier, v, field) for v in clause.values])
         if param.type in RANGED and any(v.prefix == "ne" for v in clause.values):
             # a negation over several entries' bounds can wrongly exclude: let ``match`` decide those
