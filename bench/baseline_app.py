@@ -101,27 +101,27 @@ def create_app() -> Flask:
 
     @app.get("/search/observation-patient")
     def observation_patient() -> Response:
-        docs, total, more = page("Observation", {"search.patient.r": request.args["patient"]})
+        docs, total, more = page("Observation", {"search.patient:r": request.args["patient"]})
         return searchset([("Observation", d, b"match") for d in docs], total, more)
 
     @app.get("/search/patient-identifier")
     def patient_identifier() -> Response:
-        docs, total, more = page("Patient", {"search.identifier.k": request.args["identifier"]})
+        docs, total, more = page("Patient", {"search.identifier:k": request.args["identifier"]})
         return searchset([("Patient", d, b"match") for d in docs], total, more)
 
     @app.get("/search/observation-code-date")
     def observation_code_date() -> Response:
         bounds = {v[:2]: datetime.fromisoformat(v[2:]).replace(tzinfo=UTC) for v in request.args.getlist("date")}
-        docs, total, more = page("Observation", {"search.code.k": request.args["code"],
-                                                 "search.date.hi": {"$gt": bounds["ge"]},
-                                                 "search.date.lo": {"$lt": bounds["lt"]}})
+        docs, total, more = page("Observation", {"search.code:k": request.args["code"],
+                                                 "search.date:hi": {"$gt": bounds["ge"]},
+                                                 "search.date:lo": {"$lt": bounds["lt"]}})
         return searchset([("Observation", d, b"match") for d in docs], total, more)
 
     @app.get("/search/encounter-patient-include")
     def encounter_patient_include() -> Response:
-        docs, total, more = page("Encounter", {"search.patient.r": request.args["patient"]}, {"search.subject.r": 1})
+        docs, total, more = page("Encounter", {"search.patient:r": request.args["patient"]}, {"search.subject:r": 1})
         entries = [("Encounter", d, b"match") for d in docs]
-        subjects = sorted({r.split("/", 1)[1] for d in docs for r in d.get("search", {}).get("subject", {}).get("r", ())
+        subjects = sorted({r.split("/", 1)[1] for d in docs for r in d.get("search", {}).get("subject:r", ())
                            if r.startswith("Patient/") and r.count("/") == 1})
         if subjects:
             entries += [("Patient", d, b"include")
@@ -129,7 +129,7 @@ def create_app() -> Flask:
         if docs:
             refs = [f"Encounter/{d['_id']}" for d in docs]
             entries += [("Observation", d, b"include")
-                        for d in db["Observation"].find({"search.encounter.r": {"$in": refs}, "d": False},
+                        for d in db["Observation"].find({"search.encounter:r": {"$in": refs}, "d": False},
                                                         {"json": 1, "z": 1}, limit=1000)]
         return searchset(entries, total, more)
 

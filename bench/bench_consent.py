@@ -18,7 +18,7 @@ What it does, all on 127.0.0.1:
    them: 2,000 of 50,000) a patient-privacy permit Consent with ``provision.actor`` (role IRCP) naming
    the practitioner under test, who is never a general practitioner (the Consents alone authorise).
    Loaded in bulk through the server's own write path and indexer (bench/secured.py), so that the
-   guard's lookups (``search.actor.r``, ``compartments``) find them;
+   guard's lookups (``search.actor:r``, ``compartments``) find them;
 3. mints two tokens with the server's key: the practitioner (``user/*.rs``, fhirUser
    Practitioner/X, kind practitioner, purpose TREAT) and an operator (``system/*.rs``, operator: the
    consent engine is bypassed);
@@ -346,7 +346,7 @@ def _stored(resource: dict[str, Any]) -> dict[str, Any]:
         refs = {"actor": [a["reference"]["reference"] for a in resource["provision"].get("actor") or ()]}
         compartments = [resource["patient"]["reference"]]
     return {"_id": resource["id"], "v": 1, "d": False, "json": orjson.dumps(resource), "by": [],
-            "compartments": compartments, "search": {code: {"r": values} for code, values in refs.items()}}
+            "compartments": compartments, "search": {f"{code}:r": values for code, values in refs.items()}}
 
 
 def engine_estimate(args: argparse.Namespace, me: str, others: tuple[str, ...]) -> list[str]:
@@ -377,8 +377,8 @@ def engine_estimate(args: argparse.Namespace, me: str, others: tuple[str, ...]) 
     for resource in resources[:40]:  # the hand-written columns are the indexer's
         indexed = index(resource)
         mine = _stored(resource)
-        for code, column in mine["search"].items():
-            if sorted(indexed["search"].get(code, {}).get("r", [])) != sorted(column["r"]) or \
+        for name, values in mine["search"].items():
+            if sorted(indexed["search"].get(name, [])) != sorted(values) or \
                     indexed["compartments"] != mine["compartments"]:
                 raise RuntimeError(f"bench_consent's search columns differ from the indexer's for {resource['id']}")
     memory = _MemoryDatabase({"Patient": [_stored(r) for r in resources if r["resourceType"] == "Patient"],

@@ -10,7 +10,7 @@ What it does, all on 127.0.0.1:
 2. generates a DMP data set (bench/dmp_data.py: per patient a Patient with an INS, encounters, lab
    Observations, Conditions, sometimes an AllergyIntolerance, MedicationStatements, a
    DocumentReference; a pool of Practitioners) and loads it without HTTP: a pool of processes runs the
-   server's own create path, ``Store._write`` with the server's indexer (``search.index.index``), on a
+   server's own create path, ``Store._write`` with the server's indexer (``search.index:index``), on a
    database object that only records the documents it would insert (the history entry and the current
    document with its search columns), then inserts them with ``insert_many``. It then checks the
    document counts, and that the server reads a sample of resources back byte for byte;
@@ -450,7 +450,7 @@ def include_plans(db: Any, truth: Truth, rng: random.Random, external: bool) -> 
     for label, rtype, condition in (
             ("_include fetch as the server runs it", "Patient", {"_id": {"$in": [pid]}, "d": False}),
             ("the same by _id equality", "Patient", {"_id": pid, "d": False}),
-            ("_revinclude as the server runs it", "Observation", {"search.encounter.r": {"$in": refs}, "d": False})):
+            ("_revinclude as the server runs it", "Observation", {"search.encounter:r": {"$in": refs}, "d": False})):
         result = db.command("explain", {"find": rtype, "filter": condition}, verbosity="queryPlanner")
         started = time.perf_counter()
         for _ in range(3):

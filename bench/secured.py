@@ -10,7 +10,7 @@ bulk through the server's own write path.
 - ``load``: a pool of processes generating ``make(number)`` for each number and writing the
   documents the server's create path writes (``Store._write`` with the server's indexer: history
   entry, current document with its search columns and compartments) with ``insert_many``: fast, and
-  exactly what ``POST`` would have stored, so the guard's lookups (``search.actor.r``,
+  exactly what ``POST`` would have stored, so the guard's lookups (``search.actor:r``,
   ``compartments``) find the Consents and Patients.
 
 Not a test module.

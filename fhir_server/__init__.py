@@ -38,6 +38,7 @@ def create_app(config: Any = None, **overrides: Any) -> Any:
     store.ensure_indexes()
     store.transaction_timeout = float(config.transaction_timeout_seconds)
     store.recover()  # transactions a crash left half-way: rolled back, or finished if they committed
+    store.upgrade()  # search columns stored by an earlier version, re-indexed once
     sweep(store, config.transaction_sweep_seconds)
     capability.publish(store)
     consent = Settings(config.consent_treating_physician_sees_masked, config.consent_block_beats_emergency,

@@ -25,7 +25,7 @@ from .consent.writes import check_write
 from .context import RequestContext
 from .resources import jsonio
 from .search.compile import Filter, conjunction
-from .search.index import index
+from .search.index import column, index
 from .search.registry import compartments
 from .storage import Store
 from .storage.search import stored_json
@@ -124,7 +124,7 @@ class Guard:
             return set(known)
         found: set[str] = set()
         for rtype, code in (("Consent", "actor"), ("Patient", "general-practitioner"), ("CareTeam", "participant")):
-            for doc in self.store.find_current(rtype, {f"search.{code}.r": {"$in": me}}, {"compartments": 1}):
+            for doc in self.store.find_current(rtype, {column(code, "r"): {"$in": me}}, {"compartments": 1}):
                 found.update(patients_in(doc.get("compartments") or ()))
         self.known.candidates[key] = frozenset(found)
         return found

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..context import Identity
+from ..search.index import column
 from ..search.registry import compartments
 from .model import ConsentRule, Provision, period_of
 
@@ -340,22 +341,22 @@ class Access:
 
         def without(code: str) -> dict[str, Any]:
             keys = _label_keys(code)
-            free = {"search._security.k": {"$nin": keys}}
-            return _and(free, {"search.security-label.k": {"$nin": keys}}) if document else free
+            free = {column("_security", "k"): {"$nin": keys}}
+            return _and(free, {column("security-label", "k"): {"$nin": keys}}) if document else free
 
         if stand in ("own", "representative"):
             hidden = without(HIDDEN_FROM_PATIENT)
-            conditions = [{"$or": [hidden, {"search.date.hi": {"$lt": self._cutoff()}}]} if document else hidden]
+            conditions = [{"$or": [hidden, {column("date", "hi"): {"$lt": self._cutoff()}}]} if document else hidden]
             if stand == "representative":
                 conditions.append(without(HIDDEN_FROM_REPRESENTATIVES))
             return conditions
         conditions = []
         if stand == "care":
             mine = sorted(r for r in self.me if "/" in r)
-            conditions.append({"$or": [without(MASKED), {"search.author.r": {"$in": mine}}]}
+            conditions.append({"$or": [without(MASKED), {column("author", "r"): {"$in": mine}}]}
                               if document and mine else without(MASKED))
         if document and self._forbidden():
-            conditions.append({"search.type.k": {"$nin": sorted(self._forbidden())}})
+            conditions.append({column("type", "k"): {"$nin": sorted(self._forbidden())}})
         return conditions
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from .dates import parse_period
-from .index import RANGED, fold, number_range
+from .index import PRESENT, RANGED, column, fold, number_range
 from .parse import Clause, SearchQuery, SortKey, Value
 from .registry import SearchParam
 
@@ -207,7 +207,7 @@ class Compiler:
             return _uri(field, modifier, value)
         if kind == "composite":
             return conjunction(*[
-                self.value_filter(SearchParam(c.code, c.type), None, v, lambda col, i=i: field(f"{i}.{col}"))
+                self.value_filter(SearchParam(c.code, c.type), None, v, lambda col, i=i: field(f"{i}:{col}"))
                 for i, (c, v) in enumerate(zip(param.components, value.components))
             ])
         raise BadRequest(f"parameter type '{kind}' is not supported")
@@ -220,11 +220,14 @@ class Compiler:
         if clause.chain is not None:
             target, inner = clause.chain
             ids = self.resolve(target, inner)
-            return {f"search.{code}.r": {"$in": [f"{target}/{i}" for i in ids]}}
+            return {column(code, "r"): {"$in": [f"{target}/{i}" for i in ids]}}
         if clause.modifier == "missing":
             if code in ("_id", "_lastUpdated"):
                 return {} if clause.values[0].raw == "false" else {"_id": {"$in": []}}
-            return {f"search.{code}": {"$exists": clause.values[0].raw == "false"}}
+            present = [column(code, f"{'0:' if param.type == 'composite' else ''}{name}")
+                       for name in PRESENT[param.components[0].type if param.type == "composite" else param.type]]
+            there = _or([{name: {"$exists": True}} for name in present])
+            return there if clause.values[0].raw == "false" else {"$nor": [there]}
         if code == "_id":
             ids = [v.raw for v in clause.values]
             if len(ids) == 1 and clause.modifier != "not":
@@ -234,7 +237,7 @@ class Compiler:
             return _or([_last_updated(v) for v in clause.values])
 
         def field(col: str) -> str:
-            return f"search.{code}.{col}"
+            return column(code, col)
 
         if param.type == "token" and clause.modifier == "not":
             return {"$nor": [{field("k"): key_filter(token_key(v.parts))} for v in clause.values]}
@@ -272,7 +275,7 @@ def sort_fields(sort: tuple[SortKey, ...]) -> list[tuple[str, int]]:
         elif key.code == "_lastUpdated":
             fields.append(("ts", -1 if key.descending else 1))
         else:
-            fields.append((f"sortkey.{key.code}.{'d' if key.descending else 'a'}", -1 if key.descending else 1))
+            fields.append((f"{'sd' if key.descending else 'sa'}.{key.code}", -1 if key.descending else 1))
     if not any(f == "_id" for f, _ in fields):
         fields.append(("_id", 1))
     return fields

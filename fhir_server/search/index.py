@@ -236,12 +236,13 @@ def composite_entries(param: SearchParam, resource: dict[str, Any]) -> list[Entr
     return entries
 
 
-def _sort_key(kind: str, entries: list[Entry]) -> dict[str, Any] | None:
+def _sort_key(kind: str, entries: list[Entry]) -> tuple[Any, Any] | None:
+    """(ascending key, descending key): the smallest and the largest value (search.html#sort)."""
     field = {"string": "f", "token": "c", "reference": "r", "number": "v", "quantity": "v", "uri": "u"}.get(kind)
     if kind == "date":
-        return {"a": min(e["lo"] for e in entries), "d": max(e["hi"] for e in entries)}
+        return min(e["lo"] for e in entries), max(e["hi"] for e in entries)
     keys = [e[field] for e in entries if field and e.get(field) is not None]
-    return {"a": min(keys), "d": max(keys)} if keys else None
+    return (min(keys), max(keys)) if keys else None
 
 
 def _meta_entries(resource: dict[str, Any]) -> dict[str, list[Entry]]:
@@ -346,20 +347,51 @@ def entries_of(resource: dict[str, Any]) -> dict[str, list[Entry]]:
     return search
 
 
-def index(resource: dict[str, Any]) -> dict[str, Any]:
-    """What the store keeps beside a resource for search: ``{"search": {code: columns},
-    "sortkey": {code: {a: ascending key, d: descending key}}, "compartments": ["Patient/1", ...]}``.
+INDEX_FORMAT = 2  # of what index() stores; the store re-indexes older documents (Store.upgrade)
 
+
+def column(code: str, name: str) -> str:
+    """The stored path of one column of a parameter: ``search.<code>:<column>``."""
+    return f"search.{code}:{name}"
+
+
+# The columns of which at least one is there whenever a parameter of the type has a value (``:missing``).
+PRESENT = {"string": ("f",), "token": ("k", "t"), "reference": ("r", "k"), "date": ("lo",), "number": ("v",),
+           "quantity": ("v",), "uri": ("u",)}
+
+
+def _flat(prefix: str, columns: dict[str, Any]) -> dict[str, Any]:
+    """``{"0": {"k": [...]}, "n": 2}`` -> ``{"<prefix>:0:k": [...], "<prefix>:n": 2}``."""
+    flat: dict[str, Any] = {}
+    for name, value in columns.items():
+        if isinstance(value, dict):
+            flat.update(_flat(f"{prefix}:{name}", value))
+        else:
+            flat[f"{prefix}:{name}"] = value
+    return flat
+
+
+def index(resource: dict[str, Any]) -> dict[str, Any]:
+    """What the store keeps beside a resource for search: ``{"search": {"<code>:<column>": values},
+    "sa": {code: ascending sort key}, "sd": {code: descending sort key}, "compartments": ["Patient/1"]}``.
+
+    Flat, one level under ``search``: a document-oriented store pays for every sub-document it encodes,
+    stores and scans (FerretDB: about half of an AuditEvent's insert went to its nested columns).
     ``_id`` and ``_lastUpdated`` are not repeated: the store's ``_id`` and ``ts`` serve them.
     """
     rtype = resource["resourceType"]
     entries = entries_of(resource)
     params = params_for(rtype)
-    search = {code: composite_columns(params[code], found) if params[code].type == "composite"
-              else columns(params[code].type, found) for code, found in entries.items()}
-    sortkey = {code: key for code, found in entries.items()
-               if (key := _sort_key(params[code].type, found)) is not None}
-    return {"search": search, "sortkey": sortkey,
+    search: dict[str, Any] = {}
+    ascending: dict[str, Any] = {}
+    descending: dict[str, Any] = {}
+    for code, found in entries.items():
+        kind = params[code].type
+        search.update(_flat(code, composite_columns(params[code], found) if kind == "composite"
+                            else columns(kind, found)))
+        if (key := _sort_key(kind, found)) is not None:
+            ascending[code], descending[code] = key
+    return {"search": search, "sa": ascending, "sd": descending,
             "compartments": compartments_of(rtype, resource.get("id"), entries)}
 
 

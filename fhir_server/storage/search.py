@@ -13,6 +13,7 @@ import orjson
 
 from ..errors import BadRequest
 from ..search.compile import Compiled, Compiler, Filter, conjunction, keyset_filter
+from ..search.index import column
 from ..search.match import matches
 from ..search.parse import Clause, SearchQuery
 from .store import Store
@@ -94,11 +95,11 @@ class Searcher:
         return ids
 
     def _referrers(self, rtype: str, clause: Clause, code: str, target: str) -> list[str]:
-        projection = {f"search.{code}.r": 1, **({} if self.policy.exact(rtype) else ACCESS_FIELDS)}
+        projection = {column(code, "r"): 1, **({} if self.policy.exact(rtype) else ACCESS_FIELDS)}
         docs = self.store.db[rtype].find(self._clause_filter(rtype, clause), projection, limit=MAX_CHAIN_IDS + 1)
         ids: set[str] = set()
         for doc in self._decided(rtype, docs):
-            for ref in _field(doc, f"search.{code}.r") or ():
+            for ref in _field(doc, column(code, "r")) or ():
                 if isinstance(ref, str) and ref.startswith(target + "/"):
                     ids.add(ref.split("/", 1)[1])
         return sorted(ids)
@@ -110,7 +111,7 @@ class Searcher:
         return self.compiler.compile(rtype, query, [*(extra or []), *([access] if access else [])])
 
     def _confirmed(self, rtype: str, compiled: Compiled, query: SearchQuery, doc: dict[str, Any]) -> bool:
-        multi = [c for c in compiled.checked if _field(doc, f"search.{c}.n")]
+        multi = [c for c in compiled.checked if _field(doc, column(c, "n"))]
         if not multi:
             return True
         return matches(query, _resource(doc), doc["ts"], base_url=self.base_url, codes=frozenset(multi))
@@ -120,9 +121,9 @@ class Searcher:
         for field, _ in compiled.sort:
             projection[field] = 1
         for code in compiled.checked:
-            projection[f"search.{code}.n"] = 1
+            projection[column(code, "n")] = 1
         for code in include_codes:
-            projection[f"search.{code}.r"] = 1
+            projection[column(code, "r")] = 1
         return projection
 
     def page(self, rtype: str, compiled: Compiled, query: SearchQuery, count: int, after: list[Any] | None,
@@ -161,9 +162,9 @@ class Searcher:
                        and self.policy.allows(rtype, "s", d))
         if not compiled.checked:
             return self.store.db[rtype].count_documents(compiled.filter)
-        single = {f"search.{c}.n": {"$exists": False} for c in compiled.checked}
+        single = {column(c, "n"): {"$exists": False} for c in compiled.checked}
         total = self.store.db[rtype].count_documents(conjunction(compiled.filter, single))
-        multi = {"$or": [{f"search.{c}.n": {"$exists": True}} for c in compiled.checked]}
+        multi = {"$or": [{column(c, "n"): {"$exists": True}} for c in compiled.checked]}
         for doc in self.store.db[rtype].find(conjunction(compiled.filter, multi), self._projection(compiled, set())):
             total += self._confirmed(rtype, compiled, query, doc)
         return total
@@ -171,7 +172,7 @@ class Searcher:
     # -- _include / _revinclude ---------------------------------------------------------------------
 
     def fetch(self, rtype: str, ids: list[str], codes: set[str]) -> Iterator[dict[str, Any]]:
-        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
+        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{column(c, "r"): 1 for c in codes}}
         if len(ids) > 20:
             docs: Iterable[dict[str, Any]] = self.store.db[rtype].find(
                 self._visible(rtype, "rs", {"_id": {"$in": ids}}), projection)
@@ -184,14 +185,14 @@ class Searcher:
 
     def referring(self, rtype: str, code: str, refs: list[str], codes: set[str], limit: int
                   ) -> Iterator[dict[str, Any]]:
-        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{f"search.{c}.r": 1 for c in codes}}
-        docs = self.store.db[rtype].find(self._visible(rtype, "rs", {f"search.{code}.r": {"$in": refs}}),
+        projection = {**ACCESS_FIELDS, "v": 1, "ts": 1, **{column(c, "r"): 1 for c in codes}}
+        docs = self.store.db[rtype].find(self._visible(rtype, "rs", {column(code, "r"): {"$in": refs}}),
                                          projection, limit=limit)
         yield from self._allowed(rtype, "rs", docs)
 
 
 def references(doc: dict[str, Any], code: str) -> list[str]:
-    return [r for r in _field(doc, f"search.{code}.r") or () if isinstance(r, str) and r.count("/") == 1]
+    return [r for r in _field(doc, column(code, "r")) or () if isinstance(r, str) and r.count("/") == 1]
 
 
 def stored_json(doc: dict[str, Any]) -> bytes:

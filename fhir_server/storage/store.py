@@ -36,6 +36,8 @@ from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnava
 from ..resources.jsonio import base64_bytes, dumps
 from ..resources.version import Version, instant
 from ..search.compile import conjunction
+from ..search.index import INDEX_FORMAT, column
+from ..search.registry import search_types
 from . import transaction
 from .blobs import Blobs
 from .transaction import COMMITTED, DONE, Write
@@ -57,28 +59,28 @@ HISTORY_INDEXES = {
 }
 # Indexes on the current collections for the searches the DMP makes most (by patient, identifier,
 # code, date); MongoDB uses them, FerretDB's SQLite backend scans (see README).
-_PATIENT = ["compartments", "search.patient.r", "ts"]
+_PATIENT = ["compartments", column("patient", "r"), "ts"]
 
 
 def _dates(code: str) -> list[str]:
-    return [f"search.{code}.lo", f"search.{code}.hi"]
+    return [column(code, "lo"), column(code, "hi")]
 
 
 SEARCH_INDEXES: dict[str, list[str]] = {
-    "Patient": ["search.identifier.k", "search.family.f", "search.name.f", *_dates("birthdate"),
-                "search.general-practitioner.r"],
-    "Practitioner": ["search.identifier.k"], "Organization": ["search.identifier.k"],
-    "PractitionerRole": ["search.practitioner.r"],
-    **{t: [*_PATIENT, "search.code.k", *_dates("date")] for t in (
+    "Patient": [column("identifier", "k"), column("family", "f"), column("name", "f"), *_dates("birthdate"),
+                column("general-practitioner", "r")],
+    "Practitioner": [column("identifier", "k")], "Organization": [column("identifier", "k")],
+    "PractitionerRole": [column("practitioner", "r")],
+    **{t: [*_PATIENT, column("code", "k"), *_dates("date")] for t in (
         "AllergyIntolerance", "Procedure", "Observation", "DiagnosticReport")},
-    "Encounter": [*_PATIENT, "search.type.k", *_dates("date")],
-    "Condition": [*_PATIENT, "search.code.k", *_dates("onset-date")],
-    "MedicationStatement": [*_PATIENT, "search.code.k", *_dates("effective")],
-    "DocumentReference": [*_PATIENT, "search.type.k", "search.identifier.k", *_dates("date")],
-    "List": [*_PATIENT, "search.code.k"], "Composition": [*_PATIENT, "search.type.k"],
+    "Encounter": [*_PATIENT, column("type", "k"), *_dates("date")],
+    "Condition": [*_PATIENT, column("code", "k"), *_dates("onset-date")],
+    "MedicationStatement": [*_PATIENT, column("code", "k"), *_dates("effective")],
+    "DocumentReference": [*_PATIENT, column("type", "k"), column("identifier", "k"), *_dates("date")],
+    "List": [*_PATIENT, column("code", "k")], "Composition": [*_PATIENT, column("type", "k")],
     # the consent engine's lookups (guard.py): who authorised whom, care teams
-    "Consent": [*_PATIENT, "search.actor.r"], "CareTeam": ["compartments", "search.participant.r"],
-    "AuditEvent": ["search.patient.r", "compartments", *_dates("date")],
+    "Consent": [*_PATIENT, column("actor", "r")], "CareTeam": ["compartments", column("participant", "r")],
+    "AuditEvent": [column("patient", "r"), "compartments", *_dates("date")],
     "ExplanationOfBenefit": [*_PATIENT, *_dates("created")],
 }
 # A version claimed in history but not yet in the current collection is given this long to land
@@ -365,7 +367,7 @@ class Store:
             for rtype, key in sorted(claims):  # one order for every writer: no deadlock
                 held.enter_context(self.lock(f"identifier|{rtype}|{key}"))
             for (rtype, key), rid in claims.items():
-                for doc in self.find_current(rtype, {"search.identifier.k": key, "_id": {"$ne": rid}},
+                for doc in self.find_current(rtype, {column("identifier", "k"): key, "_id": {"$ne": rid}},
                                              {"json": 1, "z": 1}):
                     body = _unpack(doc)  # the index has the identifier; is it one in force there?
                     if body is not None and self.unique and key in self.unique(rtype, orjson.loads(body)):
@@ -388,6 +390,28 @@ class Store:
         if acted:  # what it rolled forward or back may be of the watched types
             self._changed(self.watched)
         return acted
+
+    def upgrade(self) -> int:
+        """Re-index, from their JSON, the documents stored with search columns of an earlier format
+        (before INDEX_FORMAT: nested per parameter, sort keys under ``sortkey``); once per database."""
+        def current() -> bool:
+            return (self.db[GENERATIONS].find_one({"_id": "format"}) or {}).get("v", 0) >= INDEX_FORMAT
+
+        if current() or self.indexer is None:
+            return 0
+        done = 0
+        with self.lock("upgrade-index-format", wait=3600.0):  # the other workers wait for the one upgrading
+            if current():
+                return 0
+            for rtype in sorted(set(self.db.list_collection_names()) & set(search_types())):
+                for doc in list(self.db[rtype].find({"sortkey": {"$exists": True}}, {"json": 1, "z": 1})):
+                    body = _unpack(doc)
+                    fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
+                    self.db[rtype].update_one({"_id": doc["_id"]}, {"$unset": {"sortkey": ""}, "$set": {
+                        "search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}})
+                    done += 1
+            self.db[GENERATIONS].update_one({"_id": "format"}, {"$set": {"v": INDEX_FORMAT}}, upsert=True)
+        return done
 
     def search_of(self, rtype: str, rid: str, resource: dict[str, Any] | None) -> dict[str, Any]:
         """The search index stored beside a version (search/index.py)."""
@@ -479,7 +503,7 @@ class Store:
             rid = str(uuid.uuid4())
             body = self._stamp(resource, rid, 1, ts)
             search = self.indexer({**resource, "id": rid}) if self.indexer else {}
-            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "by": list(by), "search": {}, "sortkey": {},
+            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "by": list(by), "search": {}, "sa": {}, "sd": {},
                          "compartments": [], **search, **self._pack(body)})
             versions.append(Version(rtype, rid, 1, ts, False, body, "POST", tuple(docs[-1]["compartments"]),
                                     tuple(by)))
@@ -511,7 +535,7 @@ class Store:
         search index of that version (search/index.py) beside it."""
         coll = self.db[rtype]
         doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
-               "by": entry.get("by") or [], "search": {}, "sortkey": {}, "compartments": [], **search}
+               "by": entry.get("by") or [], "search": {}, "sa": {}, "sd": {}, "compartments": [], **search}
         for flag in ("z", "blob"):
             if entry.get(flag):
                 doc[flag] = entry[flag]

@@ -112,7 +112,7 @@ def _tag(store: Store, txid: str, entries: list[dict[str, Any]]) -> None:
         base = e["v"] - 1
         change: dict[str, Any] = {"$set": {"tx": txid}}
         if base == 0:  # an invisible placeholder until the commit
-            change["$set"].update({"d": True, "json": None, "ts": e["ts"], "search": {}, "sortkey": {},
+            change["$set"].update({"d": True, "json": None, "ts": e["ts"], "search": {}, "sa": {}, "sd": {},
                                    "compartments": []})
         by_type.setdefault(e["t"], []).append(UpdateOne({"_id": e["i"], "v": base}, change, upsert=base == 0))
     for rtype, ops in by_type.items():
