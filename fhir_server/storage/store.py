@@ -392,8 +392,9 @@ class Store:
         return acted
 
     def upgrade(self) -> int:
-        """Re-index, from their JSON, the documents stored with search columns of an earlier format
-        (before INDEX_FORMAT: nested per parameter, sort keys under ``sortkey``); once per database."""
+        """Re-index every current document from its JSON when the database's search columns are of an
+        earlier format than INDEX_FORMAT (format 1: nested per parameter, sort keys under ``sortkey``);
+        once per database, by one worker while the others wait."""
         def current() -> bool:
             return (self.db[GENERATIONS].find_one({"_id": "format"}) or {}).get("v", 0) >= INDEX_FORMAT
 
@@ -404,7 +405,7 @@ class Store:
             if current():
                 return 0
             for rtype in sorted(set(self.db.list_collection_names()) & set(search_types())):
-                for doc in list(self.db[rtype].find({"sortkey": {"$exists": True}}, {"json": 1, "z": 1})):
+                for doc in list(self.db[rtype].find({}, {"json": 1, "z": 1})):
                     body = _unpack(doc)
                     fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
                     self.db[rtype].update_one({"_id": doc["_id"]}, {"$unset": {"sortkey": ""}, "$set": {
