@@ -185,6 +185,10 @@ def build_queries(data: list[dict[str, Any]], rng: random.Random) -> list[tuple[
                 lambda r, s=system, v=value: any(i["system"] == s and i["value"] == v for i in r.get("identifier", [])))
             add("Patient", [("identifier", value)], lambda r, v=value: any(i["value"] == v for i in r.get("identifier", [])))
     add("Patient", [("identifier", f"{NIA}|")], lambda r: any(i["system"] == NIA for i in r.get("identifier", [])))
+    # system| is a prefix match on the stored system|code keys (compile.key_filter), negated too
+    add("Patient", [("identifier:not", f"{NIA}|")], lambda r: all(i["system"] != NIA for i in r.get("identifier", [])))
+    add("Patient", [("identifier", f"{NIA}|,{RPPS}|")],
+        lambda r: any(i["system"] in (NIA, RPPS) for i in r.get("identifier", [])))
     for city in CITIES:
         add("Patient", [("address-city", city[:4])],
             lambda r, c=city[:4]: any(fold(a.get("city", "")).startswith(fold(c)) for a in r.get("address", [])))
