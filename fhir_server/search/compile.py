@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from .dates import parse_period
-from .index import PRESENT, RANGED, column, fold, number_range
+from .index import RANGED, column, fold, number_range, presence
 from .parse import Clause, SearchQuery, SortKey, Value
 from .registry import SearchParam
 
@@ -224,9 +224,7 @@ class Compiler:
         if clause.modifier == "missing":
             if code in ("_id", "_lastUpdated"):
                 return {} if clause.values[0].raw == "false" else {"_id": {"$in": []}}
-            present = [column(code, f"{'0:' if param.type == 'composite' else ''}{name}")
-                       for name in PRESENT[param.components[0].type if param.type == "composite" else param.type]]
-            there = _or([{name: {"$exists": True}} for name in present])
+            there = _or([{name: {"$exists": True}} for name in presence(param)])
             return there if clause.values[0].raw == "false" else {"$nor": [there]}
         if code == "_id":
             ids = [v.raw for v in clause.values]

@@ -355,9 +355,16 @@ def column(code: str, name: str) -> str:
     return f"search.{code}:{name}"
 
 
-# The columns of which at least one is there whenever a parameter of the type has a value (``:missing``).
-PRESENT = {"string": ("f",), "token": ("k", "t"), "reference": ("r", "k"), "date": ("lo",), "number": ("v",),
-           "quantity": ("v",), "uri": ("u",)}
+# The columns of which at least one is there whenever a parameter of the type has a value.
+_PRESENT = {"string": ("f",), "token": ("k", "t"), "reference": ("r", "k"), "date": ("lo",), "number": ("v",),
+            "quantity": ("v",), "uri": ("u",)}
+
+
+def presence(param: SearchParam) -> list[str]:
+    """The columns of which one at least is stored when ``param`` has a value (``:missing``)."""
+    if param.type == "composite":
+        return [column(param.code, f"0:{name}") for name in _PRESENT[param.components[0].type]]
+    return [column(param.code, name) for name in _PRESENT[param.type]]
 
 
 def _flat(prefix: str, columns: dict[str, Any]) -> dict[str, Any]:
