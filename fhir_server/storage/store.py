@@ -51,6 +51,7 @@ INLINE_BINARY_CHARS = 64 << 10
 KEEP_APART_ANYWAY_CHARS = 8 << 20  # even a non-canonical base64 text: documents stay far below 16 MB
 
 HISTORY = "history"
+UPGRADE_PAGE = 500  # documents read at a time when re-indexing (Store.upgrade)
 GENERATIONS = "generations"  # how many times the ``watched`` types changed (Store.generation)
 HISTORY_INDEXES = {
     "t_1_i_1_v_-1": [("t", ASCENDING), ("i", ASCENDING), ("v", DESCENDING)],
@@ -405,12 +406,16 @@ class Store:
             if current():
                 return 0
             for rtype in sorted(set(self.db.list_collection_names()) & set(search_types())):
-                for doc in list(self.db[rtype].find({}, {"json": 1, "z": 1})):
-                    body = _unpack(doc)
-                    fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
-                    self.db[rtype].update_one({"_id": doc["_id"]}, {"$unset": {"sortkey": ""}, "$set": {
-                        "search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}})
-                    done += 1
+                last = None
+                while page := list(self.db[rtype].find({} if last is None else {"_id": {"$gt": last}},
+                                                       {"json": 1, "z": 1}, sort=[("_id", 1)], limit=UPGRADE_PAGE)):
+                    for doc in page:
+                        body = _unpack(doc)
+                        fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
+                        self.db[rtype].update_one({"_id": doc["_id"]}, {"$unset": {"sortkey": ""}, "$set": {
+                            "search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}})
+                    done += len(page)
+                    last = page[-1]["_id"]
             self.db[GENERATIONS].update_one({"_id": "format"}, {"$set": {"v": INDEX_FORMAT}}, upsert=True)
         return done
 

@@ -69,8 +69,9 @@ def test_the_generation_counts_the_writes_of_the_watched_types(mongo: Any) -> No
     assert store.generation() == 3
 
 
-def test_documents_of_an_earlier_index_format_are_reindexed_once(mongo: Any) -> None:
+def test_documents_of_an_earlier_index_format_are_reindexed_once(mongo: Any, monkeypatch: Any) -> None:
     from fhir_server.search.index import index
+    monkeypatch.setattr("fhir_server.storage.store.UPGRADE_PAGE", 2)
     store = Store(mongo[f"store_{uuid.uuid4().hex[:8]}"], indexer=index)
     fresh = store.create("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                                          "subject": {"reference": "Patient/p1"}})
@@ -78,7 +79,9 @@ def test_documents_of_an_earlier_index_format_are_reindexed_once(mongo: Any) -> 
     store.db["Observation"].update_one({"_id": fresh.id}, {"$set": {
         "search": {"subject": {"r": ["Patient/p1"]}}, "sortkey": {"subject": {"a": "Patient/p1", "d": "Patient/p1"}}},
         "$unset": {"sa": "", "sd": ""}})
-    assert store.upgrade() == 1
+    for n in range(3):  # two pages
+        store.create("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": str(n)}})
+    assert store.upgrade() == 4
     doc = store.db["Observation"].find_one({"_id": fresh.id})
     assert "sortkey" not in doc and doc["search"]["subject:r"] == ["Patient/p1"] and doc["sa"]["subject"] == "Patient/p1"
     assert doc["search"] == index({**orjson.loads(fresh.json)})["search"]
