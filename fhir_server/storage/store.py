@@ -394,8 +394,9 @@ class Store:
 
     def upgrade(self) -> int:
         """Re-index every current document from its JSON when the database's search columns are of an
-        earlier format than INDEX_FORMAT (format 1: nested per parameter, sort keys under ``sortkey``);
-        once per database, by one worker while the others wait."""
+        earlier format than INDEX_FORMAT (format 1: nested per parameter, sort keys under ``sortkey``),
+        and drop the indexes on paths that format no longer has; once per database, by one worker while
+        the others wait."""
         def current() -> bool:
             return (self.db[GENERATIONS].find_one({"_id": "format"}) or {}).get("v", 0) >= INDEX_FORMAT
 
@@ -406,6 +407,9 @@ class Store:
             if current():
                 return 0
             for rtype in sorted(set(self.db.list_collection_names()) & set(search_types())):
+                for old in ({i["name"] for i in self.db[rtype].list_indexes()} if self.secondary_indexes else ()):
+                    if old.startswith(("search.", "sortkey.")) and old not in SEARCH_INDEXES.get(rtype, ()):
+                        self.db[rtype].drop_index(old)  # on a path of the earlier format: serves nothing
                 last = None
                 while page := list(self.db[rtype].find({} if last is None else {"_id": {"$gt": last}},
                                                        {"json": 1, "z": 1}, sort=[("_id", 1)], limit=UPGRADE_PAGE)):
