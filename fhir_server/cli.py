@@ -3,6 +3,7 @@
     fhir-server serve [--host H] [--port P] [--workers N] [--demo]   run under gunicorn (--demo: load the
                                                                      example DMP once the server is ready)
     fhir-server db indexes                                  create the indexes and exit
+    fhir-server db reindex [TYPE ...]                       recompute the search columns (all types by default)
     fhir-server load [--base URL] [--token T] examples      post the example DMP (examples/) through the API
     fhir-server load ... generated --patients N --seed S    or N generated patients of the same shape
 
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--workers", type=int)
     serve_cmd.add_argument("--demo", action="store_true", help="load the example DMP once the server is ready")
     db_cmd = commands.add_parser("db", help="database maintenance")
-    db_cmd.add_argument("action", choices=["indexes"])
+    db_cmd.add_argument("action", choices=["indexes", "reindex"])
+    db_cmd.add_argument("types", nargs="*", help="reindex: the resource types (default: all)")
     _auth_commands(commands)
     _load_command(commands)
     args = parser.parse_args(argv)
@@ -123,8 +125,12 @@ def main(argv: list[str] | None = None) -> None:
             serve(config, demo=args.demo)
         elif args.command == "db":
             from .storage import connect
-            connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes).ensure_indexes()
-            print("indexes in place")
+            store = connect(config.mongodb_uri, config.mongodb_database, config.compress_above_bytes)
+            if args.action == "reindex":
+                print(f"{store.reindex(args.types)} resources re-indexed")
+            else:
+                store.ensure_indexes()
+                print("indexes in place")
         else:
             _auth_command(config, args)
 

@@ -393,16 +393,15 @@ class Store:
         return acted
 
     def upgrade(self) -> int:
-        """Re-index every current document from its JSON when the database's search columns are of an
-        earlier format than INDEX_FORMAT (format 1: nested per parameter, sort keys under ``sortkey``),
-        and drop the indexes on paths that format no longer has; once per database, by one worker while
-        the others wait."""
+        """Re-index every current document when the database's search columns are of an earlier format
+        than INDEX_FORMAT (format 1: nested per parameter, sort keys under ``sortkey``), and drop the
+        indexes on paths that format no longer has; once per database, by one worker while the others
+        wait."""
         def current() -> bool:
             return (self.db[GENERATIONS].find_one({"_id": "format"}) or {}).get("v", 0) >= INDEX_FORMAT
 
         if current() or self.indexer is None:
             return 0
-        done = 0
         with self.lock("upgrade-index-format", wait=3600.0):  # the other workers wait for the one upgrading
             if current():
                 return 0
@@ -410,17 +409,27 @@ class Store:
                 for old in ({i["name"] for i in self.db[rtype].list_indexes()} if self.secondary_indexes else ()):
                     if old.startswith(("search.", "sortkey.")) and old not in SEARCH_INDEXES.get(rtype, ()):
                         self.db[rtype].drop_index(old)  # on a path of the earlier format: serves nothing
-                last = None
-                while page := list(self.db[rtype].find({} if last is None else {"_id": {"$gt": last}},
-                                                       {"json": 1, "z": 1}, sort=[("_id", 1)], limit=UPGRADE_PAGE)):
-                    for doc in page:
-                        body = _unpack(doc)
-                        fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
-                        self.db[rtype].update_one({"_id": doc["_id"]}, {"$unset": {"sortkey": ""}, "$set": {
-                            "search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}})
-                    done += len(page)
-                    last = page[-1]["_id"]
+            done = self.reindex()
             self.db[GENERATIONS].update_one({"_id": "format"}, {"$set": {"v": INDEX_FORMAT}}, upsert=True)
+        return done
+
+    def reindex(self, rtypes: Iterable[str] = ()) -> int:
+        """Recompute, from its JSON, what is stored for search beside every current document of
+        ``rtypes`` (every type by default): after a search parameter was added or changed. Online: a
+        document a writer moved on meanwhile keeps the columns its writer computed."""
+        done = 0
+        for rtype in sorted(set(self.db.list_collection_names()) & set(rtypes or search_types())):
+            last = None
+            while page := list(self.db[rtype].find({} if last is None else {"_id": {"$gt": last}},
+                                                   {"v": 1, "json": 1, "z": 1}, sort=[("_id", 1)], limit=UPGRADE_PAGE)):
+                for doc in page:
+                    body = _unpack(doc)
+                    fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
+                    change = {"$unset": {"sortkey": ""},
+                              "$set": {"search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}}
+                    done += self.db[rtype].update_one({"_id": doc["_id"], "v": doc["v"]}, change).matched_count
+                last = page[-1]["_id"]
+            self._changed([rtype])  # the compartments may have moved: the consent facts are learnt again
         return done
 
     def search_of(self, rtype: str, rid: str, resource: dict[str, Any] | None) -> dict[str, Any]:

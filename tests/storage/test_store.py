@@ -89,3 +89,17 @@ def test_documents_of_an_earlier_index_format_are_reindexed_once(mongo: Any, mon
     assert "sortkey" not in doc and doc["search"]["subject:r"] == ["Patient/p1"] and doc["sa"]["subject"] == "Patient/p1"
     assert doc["search"] == index({**orjson.loads(fresh.json)})["search"]
     assert store.upgrade() == 0  # once: the database records its format
+
+
+def test_reindex_recomputes_the_columns_of_the_types_named(mongo: Any) -> None:
+    from fhir_server.search.index import index
+    store = Store(mongo[f"store_{uuid.uuid4().hex[:8]}"], indexer=index)
+    observation = store.create("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+    patient = store.create("Patient", {"resourceType": "Patient", "gender": "female"})
+    for rtype in ("Observation", "Patient"):  # as if indexed before a parameter existed
+        store.db[rtype].update_one({}, {"$set": {"search": {}}})
+    assert store.reindex(["Observation"]) == 1
+    assert store.db["Observation"].find_one({"_id": observation.id})["search"]["status:k"] == ["final", "|final"]
+    assert store.db["Patient"].find_one({"_id": patient.id})["search"] == {}  # not named: left alone
+    assert store.reindex() == 2
+    assert store.db["Patient"].find_one({"_id": patient.id})["search"]["gender:k"] == ["female", "|female"]
