@@ -350,6 +350,12 @@ def entries_of(resource: dict[str, Any]) -> dict[str, list[Entry]]:
 INDEX_FORMAT = 2  # of what index() stores; the store re-indexes older documents (Store.upgrade)
 
 
+def unindexed() -> dict[str, Any]:
+    """What a document holds for search when it has nothing to index (a deletion, a placeholder, a store
+    without indexer): every part ``index`` writes, empty, so that no earlier version's values remain."""
+    return {"search": {}, "sa": {}, "sd": {}, "compartments": []}
+
+
 def column(code: str, name: str) -> str:
     """The stored path of one column of a parameter: ``search.<code>:<column>``."""
     return f"search.{code}:{name}"

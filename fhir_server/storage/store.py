@@ -36,7 +36,7 @@ from ..errors import Conflict, InvalidResource, PreconditionFailed, ServiceUnava
 from ..resources.jsonio import base64_bytes, dumps
 from ..resources.version import Version, instant
 from ..search.compile import conjunction
-from ..search.index import INDEX_FORMAT, column
+from ..search.index import INDEX_FORMAT, column, unindexed
 from ..search.registry import search_types
 from . import transaction
 from .blobs import Blobs
@@ -426,7 +426,7 @@ class Store:
                     body = _unpack(doc)
                     fresh = self.search_of(rtype, doc["_id"], orjson.loads(body)) if body is not None else {}
                     change = {"$unset": {"sortkey": ""},
-                              "$set": {"search": {}, "sa": {}, "sd": {}, "compartments": [], **fresh}}
+                              "$set": {**unindexed(), **fresh}}
                     done += self.db[rtype].update_one({"_id": doc["_id"], "v": doc["v"]}, change).matched_count
                 last = page[-1]["_id"]
             self._changed([rtype])  # the compartments may have moved: the consent facts are learnt again
@@ -522,8 +522,8 @@ class Store:
             rid = str(uuid.uuid4())
             body = self._stamp(resource, rid, 1, ts)
             search = self.indexer({**resource, "id": rid}) if self.indexer else {}
-            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "by": list(by), "search": {}, "sa": {}, "sd": {},
-                         "compartments": [], **search, **self._pack(body)})
+            docs.append({"_id": rid, "v": 1, "ts": ts, "d": False, "by": list(by), **unindexed(), **search,
+                         **self._pack(body)})
             versions.append(Version(rtype, rid, 1, ts, False, body, "POST", tuple(docs[-1]["compartments"]),
                                     tuple(by)))
         if len(docs) == 1:
@@ -554,7 +554,7 @@ class Store:
         search index of that version (search/index.py) beside it."""
         coll = self.db[rtype]
         doc = {"v": entry["v"], "ts": entry["ts"], "d": entry["m"] == "DELETE", "json": entry["json"],
-               "by": entry.get("by") or [], "search": {}, "sa": {}, "sd": {}, "compartments": [], **search}
+               "by": entry.get("by") or [], **unindexed(), **search}
         for flag in ("z", "blob"):
             if entry.get(flag):
                 doc[flag] = entry[flag]

@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError
 
 from ..errors import Conflict, PreconditionFailed, ServiceUnavailable
 from ..resources.version import Version
+from ..search.index import unindexed
 
 if TYPE_CHECKING:
     from .store import Store
@@ -112,8 +113,7 @@ def _tag(store: Store, txid: str, entries: list[dict[str, Any]]) -> None:
         base = e["v"] - 1
         change: dict[str, Any] = {"$set": {"tx": txid}}
         if base == 0:  # an invisible placeholder until the commit
-            change["$set"].update({"d": True, "json": None, "ts": e["ts"], "search": {}, "sa": {}, "sd": {},
-                                   "compartments": []})
+            change["$set"].update({"d": True, "json": None, "ts": e["ts"], **unindexed()})
         by_type.setdefault(e["t"], []).append(UpdateOne({"_id": e["i"], "v": base}, change, upsert=base == 0))
     for rtype, ops in by_type.items():
         _bulk(store.db[rtype], ops)
